@@ -1,0 +1,300 @@
+"""
+SocketCluster's error classes, and their wire form.
+
+Every class has a ``name`` equal to its class name, as in ``sc-errors``.  Extra
+fields (``expiry``, ``date``, ``type``, ``code``) are instance attributes and
+travel to the client as members of the dehydrated error object.
+
+:func:`dehydrate_error` turns an error into what goes on the wire:
+
+- ``None`` stays ``None``; a string, number, boolean, list or dict passes
+  through unchanged (SocketCluster sends ``"error": "text"`` and
+  ``"error": true`` as they are);
+- an instance of a built-in exception class (``ValueError("x")``) becomes
+  ``{"message": "x"}`` only, like a plain JavaScript ``Error`` whose name was
+  never assigned;
+- any other exception becomes ``{"message": ..., "name": ..., <public
+  attributes>}``: ``name`` is the ``name`` attribute when it is a string, else
+  the class name; public attributes are the instance's attributes not
+  starting with ``_``.
+
+:func:`hydrate_error` turns a wire error back into an exception.
+"""
+
+import builtins
+import datetime
+
+__all__ = [
+    "SCError",
+    "AuthTokenExpiredError",
+    "AuthTokenInvalidError",
+    "AuthTokenNotBeforeError",
+    "AuthTokenError",
+    "AuthError",
+    "SilentMiddlewareBlockedError",
+    "InvalidActionError",
+    "InvalidArgumentsError",
+    "InvalidOptionsError",
+    "InvalidMessageError",
+    "SocketProtocolError",
+    "ServerProtocolError",
+    "HTTPServerError",
+    "ResourceLimitError",
+    "TimeoutError",
+    "BadConnectionError",
+    "BrokerError",
+    "ProcessExitError",
+    "UnknownError",
+    "RemoteError",
+    "SOCKET_PROTOCOL_ERROR_STATUSES",
+    "SOCKET_PROTOCOL_IGNORE_STATUSES",
+    "dehydrate_error",
+    "hydrate_error",
+]
+
+
+class SCError(Exception):
+    """
+    Base class of every SocketCluster error.
+
+    @ivar message: the human-readable message.
+    @ivar name: the SocketCluster error name (the class name by default).
+    """
+
+    name = "SCError"
+
+    def __init__(self, message="", **fields):
+        super().__init__(message)
+        self.message = message
+        for key, value in fields.items():
+            setattr(self, key, value)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "name" not in cls.__dict__:
+            cls.name = cls.__name__
+
+    def __str__(self):
+        return self.message
+
+    def __repr__(self):
+        return "{}({!r})".format(type(self).__name__, self.message)
+
+
+class AuthTokenExpiredError(SCError):
+    """The auth token has expired.  ``expiry`` is when (an ISO date or a number)."""
+
+    def __init__(self, message="", expiry=None):
+        super().__init__(message, expiry=expiry)
+
+
+class AuthTokenInvalidError(SCError):
+    """The auth token is malformed or its signature does not verify."""
+
+
+class AuthTokenNotBeforeError(SCError):
+    """The auth token is not active yet.  ``date`` is when it becomes active."""
+
+    def __init__(self, message="", date=None):
+        super().__init__(message, date=date)
+
+
+class AuthTokenError(SCError):
+    """Any other auth token problem."""
+
+
+class AuthError(SCError):
+    """A generic authentication failure."""
+
+
+class SilentMiddlewareBlockedError(SCError):
+    """A middleware blocked an action silently.  ``type`` is the middleware type."""
+
+    def __init__(self, message="", type=None):
+        super().__init__(message, type=type)
+
+
+class InvalidActionError(SCError):
+    """The action is not allowed in this state or configuration."""
+
+
+class InvalidArgumentsError(SCError):
+    """A method was called with invalid arguments."""
+
+
+class InvalidOptionsError(SCError):
+    """The server was configured with invalid options."""
+
+
+class InvalidMessageError(SCError):
+    """An inbound message could not be decoded."""
+
+
+class SocketProtocolError(SCError):
+    """The connection closed with a SocketCluster close code (``code``)."""
+
+    def __init__(self, message="", code=None):
+        super().__init__(message, code=code)
+
+
+class ServerProtocolError(SCError):
+    """The underlying WebSocket server reported an error."""
+
+
+class HTTPServerError(SCError):
+    """The underlying HTTP server reported an error."""
+
+
+class ResourceLimitError(SCError):
+    """A resource limit (such as the channel limit) was reached."""
+
+
+class TimeoutError(SCError, builtins.TimeoutError):
+    """An acknowledgement did not arrive in time."""
+
+
+class BadConnectionError(SCError):
+    """The connection went away; ``type`` is ``'disconnect'`` or ``'connectAbort'``."""
+
+    def __init__(self, message="", type=None):
+        super().__init__(message, type=type)
+
+
+class BrokerError(SCError):
+    """The broker failed to subscribe, unsubscribe or publish."""
+
+
+class ProcessExitError(SCError):
+    """A process exited (``code`` is its exit code)."""
+
+    def __init__(self, message="", code=None):
+        super().__init__(message, code=code)
+
+
+class UnknownError(SCError):
+    """An error of unknown origin."""
+
+
+class RemoteError(SCError):
+    """
+    An error received from the peer whose name is not one of SocketCluster's
+    classes.  Its ``name`` is the name the peer sent.
+    """
+
+    def __init__(self, message="", name="Error", **fields):
+        super().__init__(message, **fields)
+        self.name = name
+
+
+SOCKET_PROTOCOL_ERROR_STATUSES = {
+    1001: "Socket was disconnected",
+    1002: "A WebSocket protocol error was encountered",
+    1003: "Server terminated socket because it received invalid data",
+    1005: "Socket closed without status code",
+    1006: "Socket hung up",
+    1007: "Message format was incorrect",
+    1008: "Encountered a policy violation",
+    1009: "Message was too big to process",
+    1010: "Client ended the connection because the server did not comply with extension requirements",
+    1011: "Server encountered an unexpected fatal condition",
+    4000: "Server ping timed out",
+    4001: "Client pong timed out",
+    4002: "Server failed to sign auth token",
+    4003: "Failed to complete handshake",
+    4004: "Client failed to save auth token",
+    4005: "Did not receive #handshake from client before timeout",
+    4006: "Failed to bind socket to message broker",
+    4007: "Client connection establishment timed out",
+    4008: "Server rejected handshake from client",
+    4009: "Server received a message before the client handshake",
+}
+"""Close codes and the message of the L{SocketProtocolError} they raise."""
+
+SOCKET_PROTOCOL_IGNORE_STATUSES = {
+    1000: "Socket closed normally",
+    1001: "Socket hung up",
+}
+"""Close codes that raise no L{SocketProtocolError}."""
+
+_CLASSES = {
+    cls.name: cls
+    for cls in (
+        AuthTokenExpiredError, AuthTokenInvalidError, AuthTokenNotBeforeError,
+        AuthTokenError, AuthError, SilentMiddlewareBlockedError,
+        InvalidActionError, InvalidArgumentsError, InvalidOptionsError,
+        InvalidMessageError, SocketProtocolError, ServerProtocolError,
+        HTTPServerError, ResourceLimitError, TimeoutError, BadConnectionError,
+        BrokerError, ProcessExitError, UnknownError,
+    )
+}
+
+
+def _wire_value(value):
+    """Make an attribute value JSON-friendly, as JSON.stringify would."""
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+        return value.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (value.microsecond // 1000)
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, dict):
+        return {str(k): _wire_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_wire_value(v) for v in value]
+    if isinstance(value, BaseException):
+        return dehydrate_error(value)
+    if isinstance(value, bytes):
+        return value
+    return str(value)
+
+
+def dehydrate_error(error):
+    """
+    Convert C{error} to its wire form (see the module docstring).
+
+    @param error: an exception, or any JSON-compatible value.
+    @return: a dict, or C{error} itself when it is not an exception.
+    """
+    if not isinstance(error, BaseException):
+        return error
+    message = getattr(error, "message", None)
+    if not isinstance(message, str):
+        message = str(error)
+    wire = {"message": message}
+    if type(error).__module__ == "builtins" and "name" not in vars(error):
+        return wire
+    name = getattr(error, "name", None)
+    wire["name"] = name if isinstance(name, str) else type(error).__name__
+    for key, value in vars(error).items():
+        if key.startswith("_") or key in ("message", "name", "args"):
+            continue
+        wire[key] = _wire_value(value)
+    return wire
+
+
+def hydrate_error(obj):
+    """
+    Convert a wire error back into an exception.
+
+    A dict becomes an instance of the SocketCluster class of that name (or a
+    L{RemoteError} carrying the name), with every other member as an
+    attribute.  C{None} stays C{None}; any other value (a string, C{True})
+    is returned unchanged.
+    """
+    if not isinstance(obj, dict):
+        return obj
+    message = obj.get("message")
+    if not isinstance(message, str):
+        message = "" if message is None else str(message)
+    name = obj.get("name")
+    fields = {
+        str(k): v for k, v in obj.items()
+        if k not in ("message", "name") and isinstance(k, str) and k.isidentifier()
+    }
+    cls = _CLASSES.get(name) if isinstance(name, str) else None
+    if cls is None:
+        return RemoteError(message, name=name if isinstance(name, str) else "Error", **fields)
+    error = cls(message)
+    for key, value in fields.items():
+        setattr(error, key, value)
+    return error

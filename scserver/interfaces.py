@@ -1,0 +1,124 @@
+"""
+The zope interfaces of scserver's pluggable parts.
+
+A part that provides one of these can replace the default: a codec engine
+(``codec_engine`` option), an auth engine (``SCServer.set_auth_engine``), a
+broker (``broker`` option) and middleware functions.
+"""
+
+from zope.interface import Attribute, Interface
+
+__all__ = ["ICodecEngine", "IMiddleware", "IAuthEngine", "IBroker"]
+
+
+class ICodecEngine(Interface):
+    """
+    Converts SocketCluster packets to and from WebSocket payloads.
+
+    A codec whose C{encode} returns C{bytes} is sent in binary frames; one
+    that returns C{str} in text frames.
+    """
+
+    def encode(obj):
+        """
+        Encode a packet (a dict, list or the ping strings).
+
+        @return: L{str} or L{bytes}.
+        @raise Exception: when C{obj} cannot be encoded.
+        """
+
+    def decode(data):
+        """
+        Decode an inbound payload.
+
+        @param data: L{str} (text frame) or L{bytes} (binary frame).
+        @return: the decoded object; a payload that is not a packet may be
+            returned as the string itself.
+        @raise Exception: when the payload cannot be decoded at all.
+        """
+
+
+class IMiddleware(Interface):
+    """
+    A middleware function, registered with C{SCServer.add_middleware(type, fn)}.
+    """
+
+    def __call__(req, next):
+        """
+        Decide whether the action described by C{req} may go on.
+
+        Call C{next()} to allow it, C{next(error)} to block it, C{next(True)}
+        to block it silently; or return a Deferred or coroutine instead
+        (success allows, failure blocks).  An exception raised blocks.
+        """
+
+
+class IAuthEngine(Interface):
+    """
+    Signs and verifies auth tokens.
+
+    Both methods may return their result directly or as a Deferred.
+    """
+
+    def sign_token(payload, key, options):
+        """
+        Sign C{payload} (a dict) as a token.
+
+        @param key: the signature key (a secret or a PEM private key).
+        @param options: a dict with C{algorithm}, C{expires_in} (seconds or
+            None) and any further claims options (C{not_before}, C{audience},
+            C{issuer}, C{subject}, C{jwtid}, C{headers}).
+        @return: the signed token (L{str}) or a Deferred firing with it.
+        """
+
+    def verify_token(signed_token, key, options):
+        """
+        Verify C{signed_token} and return its payload.
+
+        @param key: the verification key (a secret or a PEM public key).
+        @param options: a dict with C{algorithms} (the accepted list),
+            C{leeway} (seconds) and C{socket} (the socket, or None).
+        @return: the payload dict, or a Deferred firing with it; fails with
+            an L{scserver.errors.AuthTokenExpiredError},
+            L{scserver.errors.AuthTokenInvalidError},
+            L{scserver.errors.AuthTokenNotBeforeError} or
+            L{scserver.errors.AuthTokenError}.
+        """
+
+
+class IBroker(Interface):
+    """
+    Carries publications between the processes that serve one application.
+
+    The exchange subscribes the broker to a channel once per process, when
+    the first local subscriber (a socket or a server-side channel) appears,
+    and unsubscribes it when the last one leaves.  The broker calls the
+    C{deliver} callable given to L{IBroker.start} once for every
+    publication on a subscribed channel, in publication order.
+    """
+
+    def start(deliver):
+        """
+        Start the broker.
+
+        @param deliver: a callable C{deliver(channel, data)}.
+        @return: a Deferred that fires when the broker is ready.
+        """
+
+    def subscribe(channel):
+        """Subscribe this process to C{channel}; returns a Deferred."""
+
+    def unsubscribe(channel):
+        """Unsubscribe this process from C{channel}; returns a Deferred."""
+
+    def publish(channel, data):
+        """
+        Publish C{data} on C{channel}.
+
+        @return: a Deferred that fires once the broker accepted it.
+        """
+
+    def stop():
+        """Release the broker's connections; returns a Deferred."""
+
+    subscriptions = Attribute("The set of channels this process is subscribed to.")
