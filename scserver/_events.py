@@ -1,0 +1,78 @@
+"""
+A small event emitter with SocketCluster's C{on}/C{off}/C{once} semantics.
+"""
+
+from twisted.logger import Logger
+
+
+class EventEmitter:
+    """
+    Named events with handlers, called in the order they were added.
+
+    An exception raised by a handler is logged and does not stop the other
+    handlers, nor the code that emitted the event.
+    """
+
+    _log = Logger()
+
+    def __init__(self):
+        self._handlers = {}
+
+    def on(self, name, handler):
+        """
+        Call C{handler} every time the event C{name} is emitted.
+
+        @return: C{handler}, so this can be used as a decorator helper.
+        """
+        self._handlers.setdefault(name, []).append(handler)
+        return handler
+
+    def once(self, name, handler):
+        """Call C{handler} the next time C{name} is emitted, then forget it."""
+
+        def wrapper(*args):
+            self.off(name, wrapper)
+            return handler(*args)
+
+        wrapper._sc_wrapped = handler
+        return self.on(name, wrapper)
+
+    def off(self, name=None, handler=None):
+        """
+        Remove handlers: one (C{name} and C{handler}), every handler of C{name}
+        (C{handler} omitted) or every handler of every event (no arguments).
+        """
+        if name is None:
+            self._handlers.clear()
+            return
+        if handler is None:
+            self._handlers.pop(name, None)
+            return
+        handlers = self._handlers.get(name)
+        if not handlers:
+            return
+        for index, existing in enumerate(handlers):
+            if existing is handler or getattr(existing, "_sc_wrapped", None) is handler:
+                del handlers[index]
+                break
+        if not handlers:
+            del self._handlers[name]
+
+    def listeners(self, name):
+        """Return a list of the handlers of C{name}."""
+        return [getattr(h, "_sc_wrapped", h) for h in self._handlers.get(name, ())]
+
+    def has_listeners(self, name):
+        """Return True when C{name} has at least one handler."""
+        return bool(self._handlers.get(name))
+
+    def _emit(self, name, *args):
+        handlers = self._handlers.get(name)
+        if not handlers:
+            return False
+        for handler in list(handlers):
+            try:
+                handler(*args)
+            except Exception:
+                self._log.failure("Error in a {event!r} event handler", event=name)
+        return True

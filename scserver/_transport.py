@@ -1,0 +1,248 @@
+"""
+The autobahn/Twisted adapter: WebSocket framing and the HTTP upgrade.
+
+L{SCServerProtocol} is a thin adapter between autobahn's
+C{WebSocketServerProtocol} and L{scserver.socket.SCServerSocket}: it checks
+the upgrade request (path, origin, C{handshakeWS} middleware), then hands
+every message to the socket's protocol engine and executes what the engine
+asks for (write a payload, close).
+"""
+
+import fnmatch
+from urllib.parse import urlsplit
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from .middleware import MIDDLEWARE_HANDSHAKE_WS, Request
+
+__all__ = ["UpgradeRequest", "SCServerProtocol", "SCServerFactory", "origin_allowed"]
+
+
+class UpgradeRequest:
+    """
+    The HTTP upgrade request of a WebSocket connection.
+
+    @ivar path: the request path with the query string.
+    @ivar headers: a dict of lower-case header names to values.
+    @ivar origin: the Origin header, or C{None}.
+    @ivar peer: the peer, as autobahn describes it (C{'tcp:1.2.3.4:5678'}).
+    @ivar params: the query parameters, a dict of lists.
+    @ivar remote_address: the peer's IP address, or C{None}.
+    """
+
+    def __init__(self, path, headers, origin, peer, params, remote_address=None):
+        self.path = path
+        self.headers = headers
+        self.origin = origin
+        self.peer = peer
+        self.params = params
+        self.remote_address = remote_address
+
+    def __repr__(self):
+        return "<UpgradeRequest {} from {}>".format(self.path, self.peer)
+
+
+def _origin_candidates(origin):
+    parts = urlsplit(origin)
+    host = parts.hostname
+    if not host:
+        return None
+    port = parts.port
+    if port is None:
+        port = 443 if parts.scheme in ("https", "wss") else 80
+    return host, str(port)
+
+
+def origin_allowed(origin, patterns):
+    """
+    Return True when C{origin} (the Origin header) matches one of
+    C{patterns} (C{'host:port'}, with C{*} wildcards in either part).
+
+    A missing Origin (clients that are not browsers) is allowed.  Each
+    pattern is matched as a whole, never as a substring.
+    """
+    if "*:*" in patterns:
+        return True
+    if origin is None or origin == "" or origin == "null":
+        return True
+    candidate = _origin_candidates(origin)
+    if candidate is None:
+        return False
+    host, port = candidate
+    for pattern in patterns:
+        pattern_host, sep, pattern_port = pattern.rpartition(":")
+        if not sep:
+            pattern_host, pattern_port = pattern, "*"
+        if fnmatch.fnmatchcase(host, pattern_host) and fnmatch.fnmatchcase(port, pattern_port):
+            return True
+    return False
+
+
+class SCServerProtocol(WebSocketServerProtocol):
+    """
+    One WebSocket connection of an L{scserver.SCServer}.
+    """
+
+    _log = Logger()
+    sc_socket = None
+    sc_request = None
+
+    def connectionMade(self):
+        self.closed = Deferred()
+        self._bytes_in = 0
+        WebSocketServerProtocol.connectionMade(self)
+
+    def dataReceived(self, data):
+        self._bytes_in += len(data)
+        WebSocketServerProtocol.dataReceived(self, data)
+
+    def onConnect(self, request):
+        server = self.factory.server
+        path = request.path
+        if path != server.options["path"] and not self.factory.any_path:
+            raise ConnectionDeny(400, "Bad Request")
+        origin = request.origin
+        if not origin_allowed(origin, server.options["origins"]):
+            error_message = "Failed to authorize socket handshake - Invalid origin: {}".format(origin)
+            from .errors import ServerProtocolError
+            server._emit("warning", ServerProtocolError(error_message))
+            raise ConnectionDeny(403, error_message)
+        query = ""
+        raw = getattr(self, "http_request_uri", None)
+        if raw and "?" in raw:
+            query = "?" + raw.split("?", 1)[1]
+        address = getattr(self.transport.getPeer(), "host", None)
+        self.sc_request = UpgradeRequest(
+            path + query, dict(request.headers), origin, request.peer, request.params, address)
+        blocked = server._middleware.run(
+            MIDDLEWARE_HANDSHAKE_WS, Request(MIDDLEWARE_HANDSHAKE_WS, request=self.sc_request))
+        if blocked is None:
+            return None
+        return blocked.addCallback(self._handshake_ws_done)
+
+    def _handshake_ws_done(self, blocked):
+        if blocked is not None:
+            error = blocked.error
+            message = getattr(error, "message", None)
+            if not isinstance(message, str):
+                message = str(error)
+            raise ConnectionDeny(401, message)
+        return None
+
+    def failHandshake(self, reason, code=400, responseHeaders=None):
+        """Answer a refused upgrade with C{code} and C{reason} as a text body."""
+        self.wasNotCleanReason = reason
+        body = reason.encode("utf-8")
+        status = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
+                  404: "Not Found", 500: "Internal Server Error"}.get(code, "Error")
+        head = "HTTP/1.1 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\n" \
+               "Content-Length: {}\r\nConnection: close\r\n".format(code, status, len(body))
+        for name, value in responseHeaders or ():
+            head += "{}: {}\r\n".format(name, value)
+        self.sendData(head.encode("utf-8") + b"\r\n" + body)
+        self.dropConnection(abort=False)
+
+    def onOpen(self):
+        from .socket import SCServerSocket
+        self.sc_socket = SCServerSocket(self.factory.server, self, self.sc_request)
+        self.factory.server._emit("handshake", self.sc_socket)
+
+    def onMessage(self, payload, isBinary):
+        socket = self.sc_socket
+        if socket is None:
+            return
+        try:
+            socket._engine.receive(payload if isBinary else payload.decode("utf-8"))
+        except Exception:
+            self._log.failure("Unexpected error handling a message of socket {id}", id=socket.id)
+            socket._engine.close(1011, "Server error")
+
+    def onClose(self, wasClean, code, reason):
+        socket = self.sc_socket
+        if socket is not None:
+            if code is None:
+                code = 1005 if wasClean else 1006
+            try:
+                socket._engine.connection_lost(code, reason or None)
+            except Exception:
+                self._log.failure("Unexpected error closing socket {id}", id=socket.id)
+
+    def connectionLost(self, reason):
+        WebSocketServerProtocol.connectionLost(self, reason)
+        socket = self.sc_socket
+        if socket is not None and socket._engine.state != "closed":
+            socket._engine.connection_lost(1006, None)
+        closed, self.closed = self.closed, None
+        if closed is not None:
+            closed.callback(None)
+
+    # -- the engine's output ---------------------------------------------
+
+    def write(self, payload):
+        """Send C{payload}: C{str} as a text message, C{bytes} as binary."""
+        if self.state != WebSocketServerProtocol.STATE_OPEN:
+            return
+        if type(payload) is str:
+            self.sendMessage(payload.encode("utf-8"), False)
+        else:
+            self.sendMessage(bytes(payload), True)
+
+    def write_prepared(self, prepared):
+        """Send a message prepared once for many connections."""
+        if self.state == WebSocketServerProtocol.STATE_OPEN:
+            self.sendPreparedMessage(prepared)
+
+    def close(self, code, reason):
+        """Start the closing handshake with C{code} and C{reason}."""
+        if self.state == WebSocketServerProtocol.STATE_OPEN:
+            self.sendClose(code, reason or None)
+        elif self.state == WebSocketServerProtocol.STATE_CONNECTING:
+            self.dropConnection(abort=True)
+
+    @property
+    def bytes_received(self):
+        """Bytes received on this connection so far."""
+        return self._bytes_in
+
+
+class SCServerFactory(WebSocketServerFactory):
+    """
+    The autobahn factory of an L{scserver.SCServer}.
+
+    @ivar server: the L{scserver.SCServer}.
+    @ivar any_path: when True, accept any request path (used when the
+        factory sits behind a C{twisted.web} resource, which routes by path).
+    """
+
+    protocol = SCServerProtocol
+
+    def __init__(self, server, reactor):
+        WebSocketServerFactory.__init__(self, reactor=reactor)
+        self.server = server
+        self.any_path = False
+        options = server.options
+        protocol_options = dict(
+            maxFramePayloadSize=options["max_payload"],
+            maxMessagePayloadSize=options["max_payload"],
+            autoPingInterval=0,
+            openHandshakeTimeout=max(options["handshake_timeout"], 5),
+            closeHandshakeTimeout=1,
+            webStatus=False,
+        )
+        if options["per_message_deflate"]:
+            from autobahn.websocket.compress import (
+                PerMessageDeflateOffer,
+                PerMessageDeflateOfferAccept,
+            )
+
+            def accept(offers):
+                for offer in offers:
+                    if isinstance(offer, PerMessageDeflateOffer):
+                        return PerMessageDeflateOfferAccept(offer)
+                return None
+
+            protocol_options["perMessageCompressionAccept"] = accept
+        self.setProtocolOptions(**protocol_options)

@@ -1,0 +1,324 @@
+"""
+The exchange: server-side pub/sub, and the fan-out of publications to the
+sockets of this process.
+
+The exchange subscribes the broker (L{scserver.interfaces.IBroker}) to a
+channel once per process, when the channel gets its first local subscriber
+(a socket, or a subscribed L{SCChannel}), and unsubscribes it when the last
+one leaves.  The broker hands every publication on a subscribed channel to
+L{Exchange._deliver}, which encodes and frames it once for every socket
+subscribed to it (unless C{publishOut} middleware is registered, which needs
+a copy per recipient), then calls the watchers of the server-side channel.
+"""
+
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.logger import Logger
+
+from ._events import EventEmitter
+from .errors import InvalidArgumentsError
+from .middleware import MIDDLEWARE_PUBLISH_OUT
+
+__all__ = ["Exchange", "SCChannel"]
+
+
+class SCChannel(EventEmitter):
+    """
+    A channel on the server side.
+
+    Watchers get every publication on the channel while it is subscribed.
+
+    @ivar name: the channel name.
+    @ivar state: L{PENDING}, L{SUBSCRIBED} or L{UNSUBSCRIBED}.
+    """
+
+    PENDING = "pending"
+    SUBSCRIBED = "subscribed"
+    UNSUBSCRIBED = "unsubscribed"
+
+    _log = Logger()
+
+    def __init__(self, name, exchange):
+        EventEmitter.__init__(self)
+        self.name = name
+        self.state = self.UNSUBSCRIBED
+        self._exchange = exchange
+        self._watchers = []
+
+    def __repr__(self):
+        return "<SCChannel {!r} {}>".format(self.name, self.state)
+
+    def get_state(self):
+        """Return L{state}."""
+        return self.state
+
+    def subscribe(self):
+        """
+        Subscribe the channel (on the broker, if it is the first local
+        subscriber).
+
+        @return: a Deferred that fires with this channel once subscribed.
+        """
+        if self.state != self.UNSUBSCRIBED:
+            return succeed(self)
+        self.state = self.PENDING
+        d = self._exchange._acquire(self.name)
+
+        def subscribed(_):
+            if self.state == self.PENDING:
+                self.state = self.SUBSCRIBED
+                self._emit("subscribe", self.name)
+                self._exchange._emit("subscribe", self.name)
+            return self
+
+        def failed(failure):
+            if self.state == self.PENDING:
+                self.state = self.UNSUBSCRIBED
+            return failure
+
+        return d.addCallbacks(subscribed, failed)
+
+    def unsubscribe(self):
+        """Unsubscribe the channel; its watchers stay (and get nothing)."""
+        if self.state == self.UNSUBSCRIBED:
+            return
+        self.state = self.UNSUBSCRIBED
+        self._exchange._release(self.name)
+        self._emit("unsubscribe", self.name)
+        self._exchange._emit("unsubscribe", self.name)
+
+    def is_subscribed(self, include_pending=False):
+        """Return True when subscribed (or pending, with C{include_pending})."""
+        return self.state == self.SUBSCRIBED or (include_pending and self.state == self.PENDING)
+
+    def publish(self, data):
+        """Publish C{data} on this channel; returns a Deferred (see L{Exchange.publish})."""
+        return self._exchange.publish(self.name, data)
+
+    def watch(self, handler):
+        """Call C{handler(data)} for every publication on this channel."""
+        self._watchers.append(handler)
+        return handler
+
+    def unwatch(self, handler=None):
+        """Remove C{handler}, or every watcher when it is C{None}."""
+        if handler is None:
+            del self._watchers[:]
+        elif handler in self._watchers:
+            self._watchers.remove(handler)
+
+    def watchers(self):
+        """Return the list of watchers."""
+        return list(self._watchers)
+
+    def destroy(self):
+        """Unsubscribe, drop every watcher, and forget the channel."""
+        self._exchange.destroy_channel(self.name)
+
+    def _deliver(self, data):
+        for handler in list(self._watchers):
+            try:
+                handler(data)
+            except Exception:
+                self._log.failure("Error in a watcher of channel {channel!r}", channel=self.name)
+
+
+class Exchange(EventEmitter):
+    """
+    The server's exchange (C{server.exchange}).
+
+    @ivar broker: the L{scserver.interfaces.IBroker} in use.
+    """
+
+    _log = Logger()
+
+    def __init__(self, server, broker):
+        EventEmitter.__init__(self)
+        self._server = server
+        self.broker = broker
+        self._channels = {}
+        self._sockets = {}
+        self._broker_channels = {}
+
+    # -- public ----------------------------------------------------------
+
+    def publish(self, channel, data):
+        """
+        Publish C{data} on C{channel}, to every subscriber in every process.
+
+        @return: a Deferred that fires once the broker accepted it.
+        """
+        if type(channel) is not str:
+            return fail(InvalidArgumentsError("The channel name must be a string"))
+        return maybeDeferred(self.broker.publish, channel, data)
+
+    def subscribe(self, name):
+        """
+        Subscribe the server to C{name}.
+
+        @return: the L{SCChannel} (pending until the broker confirmed).
+        """
+        channel = self.channel(name)
+        channel.subscribe().addErrback(
+            lambda f: self._log.failure("Failed to subscribe to {name!r}", f, name=name))
+        return channel
+
+    def unsubscribe(self, name):
+        """Unsubscribe the server from C{name}."""
+        channel = self._channels.get(name)
+        if channel is not None:
+            channel.unsubscribe()
+
+    def channel(self, name):
+        """Return the L{SCChannel} called C{name}, creating it unsubscribed."""
+        if type(name) is not str:
+            raise InvalidArgumentsError("The channel name must be a string")
+        channel = self._channels.get(name)
+        if channel is None:
+            channel = self._channels[name] = SCChannel(name, self)
+        return channel
+
+    def destroy_channel(self, name):
+        """Unsubscribe and unwatch the channel C{name} and forget it."""
+        channel = self._channels.pop(name, None)
+        if channel is None:
+            return
+        channel.unwatch()
+        if channel.state != SCChannel.UNSUBSCRIBED:
+            channel.state = SCChannel.UNSUBSCRIBED
+            self._release(name)
+            channel._emit("unsubscribe", name)
+            self._emit("unsubscribe", name)
+
+    def subscriptions(self, include_pending=False):
+        """Return the names of the server's subscribed channels."""
+        return [name for name, channel in self._channels.items()
+                if channel.is_subscribed(include_pending)]
+
+    def is_subscribed(self, name, include_pending=False):
+        """Return True when the server is subscribed to C{name}."""
+        channel = self._channels.get(name)
+        return channel is not None and channel.is_subscribed(include_pending)
+
+    def watch(self, name, handler):
+        """Watch the channel C{name} (see L{SCChannel.watch})."""
+        return self.channel(name).watch(handler)
+
+    def unwatch(self, name, handler=None):
+        """Unwatch the channel C{name} (see L{SCChannel.unwatch})."""
+        channel = self._channels.get(name)
+        if channel is not None:
+            channel.unwatch(handler)
+
+    def watchers(self, name):
+        """Return the watchers of the channel C{name}."""
+        channel = self._channels.get(name)
+        return channel.watchers() if channel is not None else []
+
+    # -- broker interest -------------------------------------------------
+
+    def _acquire(self, channel):
+        """
+        Note one more local subscriber of C{channel}; subscribe the broker
+        when it is the first.  Returns a Deferred fired once the broker is
+        subscribed.
+        """
+        state = self._broker_channels.get(channel)
+        if state is None:
+            state = self._broker_channels[channel] = [1, []]
+            waiters = state[1]
+            waiter = Deferred()
+            waiters.append(waiter)
+            d = maybeDeferred(self.broker.subscribe, channel)
+            d.addCallbacks(self._broker_subscribed, self._broker_failed,
+                           callbackArgs=(channel, waiters), errbackArgs=(channel, waiters))
+            return waiter
+        state[0] += 1
+        if state[1] is None:
+            return succeed(None)
+        waiter = Deferred()
+        state[1].append(waiter)
+        return waiter
+
+    def _broker_subscribed(self, _, channel, waiters):
+        state = self._broker_channels.get(channel)
+        if state is not None and state[1] is waiters:
+            state[1] = None
+            if state[0] <= 0:
+                self._unsubscribe_broker(channel)
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def _broker_failed(self, failure, channel, waiters):
+        state = self._broker_channels.get(channel)
+        if state is not None and state[1] is waiters:
+            del self._broker_channels[channel]
+        for waiter in waiters:
+            waiter.errback(failure)
+
+    def _release(self, channel):
+        """Note one less local subscriber of C{channel}."""
+        state = self._broker_channels.get(channel)
+        if state is None:
+            return
+        state[0] -= 1
+        if state[0] <= 0 and state[1] is None:
+            self._unsubscribe_broker(channel)
+
+    def _unsubscribe_broker(self, channel):
+        del self._broker_channels[channel]
+        maybeDeferred(self.broker.unsubscribe, channel).addErrback(
+            lambda f: self._log.failure(
+                "Failed to unsubscribe the broker from {channel!r}", f, channel=channel))
+
+    def _add_socket(self, socket, channel):
+        sockets = self._sockets.get(channel)
+        if sockets is None:
+            sockets = self._sockets[channel] = {}
+        sockets[socket] = None
+        d = self._acquire(channel)
+
+        def failed(failure):
+            members = self._sockets.get(channel)
+            if members is not None:
+                members.pop(socket, None)
+                if not members:
+                    del self._sockets[channel]
+            return failure
+
+        return d.addErrback(failed)
+
+    def _remove_socket(self, socket, channel):
+        sockets = self._sockets.get(channel)
+        if sockets is None or socket not in sockets:
+            return
+        del sockets[socket]
+        if not sockets:
+            del self._sockets[channel]
+        self._release(channel)
+
+    # -- delivery --------------------------------------------------------
+
+    def _deliver(self, channel, data):
+        """Hand a publication from the broker to the local subscribers."""
+        sockets = self._sockets.get(channel)
+        if sockets:
+            self._fan_out(channel, data, list(sockets))
+        server_channel = self._channels.get(channel)
+        if server_channel is not None and server_channel.state == SCChannel.SUBSCRIBED:
+            server_channel._deliver(data)
+
+    def _fan_out(self, channel, data, sockets):
+        server = self._server
+        if server._middleware.has(MIDDLEWARE_PUBLISH_OUT):
+            for socket in sockets:
+                socket._deliver(channel, data)
+            return
+        try:
+            payload = server.codec.encode(
+                {"event": "#publish", "data": {"channel": channel, "data": data}})
+        except Exception as e:
+            server._emit("warning", e)
+            return
+        prepared = server._prepare_message(payload)
+        for socket in sockets:
+            socket._deliver_prepared(prepared)

@@ -1,0 +1,795 @@
+"""
+L{SCServerSocket}: one client connection, as the application sees it.
+
+The socket owns a L{scserver._engine.ProtocolEngine} (the wire protocol) and
+implements what the packets mean: the handshake, client events with
+replies, subscriptions, publishing and authentication, with the middleware
+of the server in between.
+"""
+
+import copy
+import inspect
+import os
+import threading
+import base64
+import time as _time
+
+from twisted.internet.defer import Deferred, ensureDeferred, fail, maybeDeferred, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from . import _engine
+from ._events import EventEmitter
+from .errors import (
+    AuthTokenError,
+    AuthTokenExpiredError,
+    AuthTokenInvalidError,
+    AuthTokenNotBeforeError,
+    BrokerError,
+    InvalidActionError,
+    InvalidArgumentsError,
+    RemoteError,
+    SocketProtocolError,
+    SOCKET_PROTOCOL_ERROR_STATUSES,
+    dehydrate_error,
+)
+from .middleware import (
+    MIDDLEWARE_AUTHENTICATE,
+    MIDDLEWARE_EMIT,
+    MIDDLEWARE_HANDSHAKE_SC,
+    MIDDLEWARE_PUBLISH_IN,
+    MIDDLEWARE_PUBLISH_OUT,
+    MIDDLEWARE_SUBSCRIBE,
+    Request,
+)
+
+__all__ = ["SCServerSocket"]
+
+RESERVED_EVENTS = frozenset([
+    "connect", "disconnect", "connectAbort", "close", "subscribe", "unsubscribe",
+    "authenticate", "deauthenticate", "authStateChange", "badAuthToken",
+    "authTokenSigned", "message", "raw", "error",
+    "_connect", "_disconnect", "_connectAbort", "_close",
+])
+"""Event names of the socket itself: never dispatched from the client."""
+
+MAX_CHANNEL_NAME_LENGTH = 4096
+"""Longest channel name (in characters) a client may use."""
+
+_id_lock = threading.Lock()
+_id_sequence = [0]
+
+
+def generate_id():
+    """
+    Return a new socket id in SocketCluster's base64id form: 12 random bytes
+    and a 24-bit sequence number, URL-safe base64, 20 characters.
+    """
+    with _id_lock:
+        sequence = _id_sequence[0]
+        _id_sequence[0] = (sequence + 1) & 0xFFFFFF
+    raw = os.urandom(12) + sequence.to_bytes(3, "big")
+    return base64.urlsafe_b64encode(raw).decode("ascii")
+
+
+def _is_auth_error(error):
+    return isinstance(error, (AuthTokenExpiredError, AuthTokenInvalidError,
+                              AuthTokenNotBeforeError, AuthTokenError))
+
+
+def _as_exception(error):
+    if isinstance(error, BaseException):
+        return error
+    return RemoteError(str(error), name="Error", value=error)
+
+
+class _Responder:
+    """The C{respond(error=None, data=None)} callable given to event handlers."""
+
+    __slots__ = ("_socket", "_cid", "responded")
+
+    def __init__(self, socket, cid):
+        self._socket = socket
+        self._cid = cid
+        self.responded = False
+
+    def __call__(self, error=None, data=None):
+        if self.responded:
+            if self._cid is not None:
+                self._socket._report_warning(InvalidActionError(
+                    "Response {} has already been sent".format(self._cid)))
+            return
+        self.responded = True
+        if self._cid is not None:
+            self._socket._engine.respond(self._cid, error, data)
+
+
+class SCServerSocket(EventEmitter):
+    """
+    A client connection.
+
+    @ivar id: the socket id (20 characters).
+    @ivar server: the L{scserver.SCServer}.
+    @ivar exchange: the server's exchange.
+    @ivar request: the HTTP upgrade request (C{path}, C{headers},
+        C{origin}, C{peer}, C{params}).
+    @ivar remote_address: the client's IP address, or C{None}.
+    @ivar auth_token: the decoded auth token (a dict) or C{None}.
+    @ivar signed_auth_token: the signed auth token or C{None}.
+    @ivar auth_state: L{AUTHENTICATED} or L{UNAUTHENTICATED}.
+    """
+
+    CONNECTING = _engine.CONNECTING
+    OPEN = _engine.OPEN
+    CLOSED = _engine.CLOSED
+    AUTHENTICATED = "authenticated"
+    UNAUTHENTICATED = "unauthenticated"
+
+    _log = Logger()
+
+    def __init__(self, server, output, request=None, clock=None):
+        """
+        @param server: the L{scserver.SCServer}.
+        @param output: the transport adapter (C{write(payload)},
+            C{write_prepared(prepared)}, C{close(code, reason)}).
+        @param request: the HTTP upgrade request, or C{None}.
+        @param clock: an C{IReactorTime}; the server's reactor by default.
+        """
+        EventEmitter.__init__(self)
+        self.server = server
+        self.exchange = server.exchange
+        self.request = request
+        self.remote_address = getattr(request, "remote_address", None)
+        self.id = generate_id()
+        self.auth_token = None
+        self.signed_auth_token = None
+        self.auth_state = self.UNAUTHENTICATED
+        self._output = output
+        self._clock = clock if clock is not None else server.reactor
+        self._channels = {}
+        self._bytes_received = 0
+        options = server.options
+        self._engine = _engine.ProtocolEngine(
+            server.codec, self._clock, self, output,
+            protocol_version=options["protocol_version"],
+            ping_interval=options["ping_interval"],
+            ping_timeout=options["ping_timeout"],
+            ping_timeout_disabled=options["ping_timeout_disabled"],
+            handshake_timeout=options["handshake_timeout"],
+            ack_timeout=options["ack_timeout"],
+            strict_handshake=options["strict_handshake"],
+            batch_duration=options["pub_sub_batch_duration"],
+        )
+        self._protocol_handlers = {
+            "#subscribe": self._on_subscribe,
+            "#unsubscribe": self._on_unsubscribe,
+            "#publish": self._on_publish,
+            "#authenticate": self._on_authenticate,
+            "#removeAuthToken": self._on_remove_auth_token,
+        }
+        server._add_pending(self)
+
+    def __repr__(self):
+        return "<SCServerSocket {} {}>".format(self.id, self.state)
+
+    # -- state -----------------------------------------------------------
+
+    @property
+    def state(self):
+        """C{'connecting'}, C{'open'} or C{'closed'}."""
+        return self._engine.state
+
+    @property
+    def protocol_version(self):
+        """1 or 2 once known (from the first pong, or forced); else C{None}."""
+        return self._engine.protocol_version
+
+    def get_state(self):
+        """Return L{state}."""
+        return self.state
+
+    def get_bytes_received(self):
+        """Return the number of bytes received on this connection."""
+        return self._bytes_received
+
+    def get_auth_token(self):
+        """Return the decoded auth token, or C{None}."""
+        return self.auth_token
+
+    def subscriptions(self):
+        """Return the channels this socket is subscribed to, as a list."""
+        return list(self._channels)
+
+    def is_subscribed(self, channel):
+        """Return True when this socket is subscribed to C{channel}."""
+        return channel in self._channels
+
+    # -- sending ---------------------------------------------------------
+
+    def emit(self, event, data=None, callback=None):
+        """
+        Send the event C{event} with C{data} to the client.
+
+        With C{callback(error, data)}, ask for a reply: the callback gets
+        the client's reply, or a L{scserver.errors.TimeoutError} after
+        C{ack_timeout}.  Emitting C{'error'} raises the error locally;
+        emitting another reserved name is an C{InvalidActionError}
+        reported through the socket's C{'error'} event.
+        """
+        if event == "error":
+            self._emit_error(data)
+            return
+        if event in RESERVED_EVENTS:
+            self._emit_error(InvalidActionError(
+                'The "{}" event is reserved and cannot be emitted on a server socket'
+                .format(event)))
+            return
+        self._engine.emit(event, _engine._MISSING if data is None else data, callback)
+
+    def invoke(self, event, data=None):
+        """
+        Send C{event} and wait for the client's reply.
+
+        @return: a Deferred firing with the reply data; it fails with the
+            client's error (hydrated), L{scserver.errors.TimeoutError} after
+            C{ack_timeout}, or L{scserver.errors.BadConnectionError} when
+            the connection closes first.
+        """
+        result = Deferred()
+
+        def callback(error, reply):
+            if error is not None and error is not False:
+                result.errback(Failure(_as_exception(error)))
+            else:
+                result.callback(reply)
+
+        if event in RESERVED_EVENTS:
+            return fail(InvalidActionError(
+                'The "{}" event is reserved and cannot be emitted on a server socket'
+                .format(event)))
+        self._engine.emit(event, _engine._MISSING if data is None else data, callback)
+        return result
+
+    def send(self, data):
+        """Send C{data} as a raw message (no codec): C{str} as text, C{bytes} as binary."""
+        self._engine.send_raw(data)
+
+    def disconnect(self, code=1000, reason=None):
+        """
+        Close the connection with C{code} (1000, or 4000-4999 for
+        applications) and C{reason}.
+
+        @raise InvalidArgumentsError: when C{code} is not an integer.
+        """
+        if type(code) is not int:
+            raise InvalidArgumentsError("If specified, the code argument must be a number")
+        self._engine.close(code, reason)
+
+    def destroy(self, code=1000, reason=None):
+        """Disconnect (an alias kept for SocketCluster's API)."""
+        self.disconnect(code, reason)
+
+    def kick_out(self, channel=None, message=None):
+        """
+        Unsubscribe the socket from C{channel} (a name or a list of names;
+        every channel when C{None}) and tell the client with C{#kickOut}.
+        """
+        if channel is None:
+            channels = list(self._channels)
+        elif isinstance(channel, (list, tuple, set)):
+            channels = [c for c in channel if c in self._channels]
+        else:
+            channels = [channel] if channel in self._channels else []
+        for name in channels:
+            self._channels.pop(name, None)
+            self.exchange._remove_socket(self, name)
+            data = {}
+            if message is not None:
+                data["message"] = message
+            data["channel"] = name
+            self._engine.send_packet({"event": "#kickOut", "data": data})
+
+    # -- engine handler --------------------------------------------------
+
+    def engine_message(self, message):
+        if type(message) is bytes:
+            self._bytes_received += len(message)
+        else:
+            self._bytes_received += len(message.encode("utf-8")) if not message.isascii() else len(message)
+        if self._handlers.get("message"):
+            self._emit("message", message)
+
+    def engine_raw(self, message):
+        self._emit("raw", message)
+
+    def engine_error(self, error):
+        self._emit_error(error)
+
+    def engine_pong(self):
+        self._check_auth_expiry()
+
+    def engine_closed(self, code, reason, was_open):
+        self._closed(code, reason, was_open)
+
+    def engine_handshake(self, cid, data):
+        d = ensureDeferred(self._handshake(cid, data))
+        d.addErrback(self._handshake_failed)
+
+    def engine_event(self, event, data, cid):
+        expired = self._check_auth_expiry()
+        handler = self._protocol_handlers.get(event)
+        if handler is not None:
+            handler(data, cid, expired)
+            return
+        if event in RESERVED_EVENTS:
+            return
+        if event[:1] == "#" or not self.server._middleware.has(MIDDLEWARE_EMIT):
+            self._dispatch_event(event, data, cid)
+            return
+        req = Request(MIDDLEWARE_EMIT, socket=self, event=event, data=data,
+                      auth_token_expired_error=expired)
+
+        def done(blocked):
+            if blocked is not None:
+                self._engine.respond(cid, blocked.error)
+            elif self.state != self.CLOSED:
+                self._dispatch_event(event, req.data, cid)
+
+        self.server._middleware.run(MIDDLEWARE_EMIT, req).addCallback(done).addErrback(
+            self._log_failure, "emit middleware")
+
+    # -- client events ---------------------------------------------------
+
+    def _dispatch_event(self, event, data, cid):
+        handlers = self._handlers.get(event)
+        if not handlers:
+            return
+        respond = _Responder(self, cid)
+        for handler in list(handlers):
+            try:
+                result = handler(data, respond)
+            except Exception as e:
+                if cid is not None and not respond.responded:
+                    respond(e)
+                else:
+                    self._log.failure("Error in the {event!r} handler", event=event)
+                continue
+            if result is None:
+                continue
+            if inspect.iscoroutine(result):
+                result = ensureDeferred(result)
+            if isinstance(result, Deferred):
+                result.addCallbacks(
+                    lambda value: None if respond.responded else respond(None, value),
+                    lambda f: self._handler_failed(f, respond, event))
+            elif not respond.responded:
+                respond(None, result)
+
+    def _handler_failed(self, failure, respond, event):
+        if respond._cid is not None and not respond.responded:
+            respond(failure.value)
+        else:
+            self._log.failure("Error in the {event!r} handler", failure, event=event)
+
+    # -- handshake -------------------------------------------------------
+
+    async def _handshake(self, cid, data):
+        server = self.server
+        signed = data.get("authToken") if type(data) is dict else None
+        blocked = server._middleware.run(MIDDLEWARE_HANDSHAKE_SC, Request(
+            MIDDLEWARE_HANDSHAKE_SC, socket=self))
+        if blocked is not None:
+            blocked = await blocked
+        if self.state == self.CLOSED:
+            return
+        if blocked is not None:
+            self._reject_handshake(cid, blocked)
+            return
+        auth_error = None
+        if self.auth_token is None and signed is not None:
+            auth_error, bad = await self._verify_and_authenticate(signed)
+            if self.state == self.CLOSED:
+                return
+            if bad:
+                self._bad_token(auth_error, signed)
+        self._engine.handshake_done()
+        server._promote(self)
+        status = {"id": self.id, "pingTimeout": int(round(server.options["ping_timeout"] * 1000))}
+        if auth_error is not None:
+            status["authError"] = auth_error
+        status["isAuthenticated"] = self.auth_state == self.AUTHENTICATED
+        self._emit("connect", dict(status))
+        server._emit("connection", self, dict(status))
+        if self.auth_state == self.AUTHENTICATED:
+            self._trigger_auth_events(self.UNAUTHENTICATED)
+        if auth_error is not None:
+            status["authError"] = dehydrate_error(auth_error)
+        if self.state != self.CLOSED:
+            self._engine.respond(cid, None, status)
+
+    def _reject_handshake(self, cid, blocked):
+        error = blocked.error
+        code = blocked.value if type(blocked.value) is int else None
+        if code is None:
+            code = getattr(error, "status_code", None) or getattr(error, "statusCode", None)
+        if type(code) is not int:
+            code = 4008
+        wire = dehydrate_error(error)
+        if type(wire) is dict:
+            wire["statusCode"] = code
+        self._engine.respond(cid, wire, {"code": code})
+        self.disconnect(code)
+
+    def _handshake_failed(self, failure):
+        self._log.failure("Handshake of socket {id} failed", failure, id=self.id)
+        if self.state != self.CLOSED:
+            self._engine.close(4008, "Server failed to complete the handshake")
+
+    # -- authentication --------------------------------------------------
+
+    async def _verify_and_authenticate(self, signed):
+        """
+        Verify C{signed} and run the authenticate middleware.
+
+        @return: C{(error, bad)}: C{(None, False)} when the socket is now
+            authenticated.
+        """
+        server = self.server
+        if signed is None:
+            return AuthTokenInvalidError("jwt must be provided"), True
+        if type(signed) is not str:
+            return AuthTokenError("Invalid token format - Token must be a string"), True
+        try:
+            token = await maybeDeferred(server._verify_token, signed, self)
+        except Exception as e:
+            error = e if _is_auth_error(e) else AuthTokenError(str(e))
+            return error, not isinstance(error, AuthTokenNotBeforeError)
+        if type(token) is not dict:
+            return AuthTokenInvalidError("The token payload must be an object"), True
+        previous = (self.auth_token, self.signed_auth_token, self.auth_state)
+        self.auth_token = token
+        self.signed_auth_token = signed
+        self.auth_state = self.AUTHENTICATED
+        blocked = server._middleware.run(MIDDLEWARE_AUTHENTICATE, Request(
+            MIDDLEWARE_AUTHENTICATE, socket=self, auth_token=token, signed_auth_token=signed))
+        if blocked is not None:
+            blocked = await blocked
+        if blocked is not None:
+            self.auth_token, self.signed_auth_token, self.auth_state = previous
+            if blocked.value is True:
+                self.auth_token = None
+                self.signed_auth_token = None
+                self.auth_state = self.UNAUTHENTICATED
+            return blocked.error, blocked.value is True
+        return None, False
+
+    def _bad_token(self, error, signed):
+        info = {"authError": error, "signedAuthToken": signed}
+        self._emit_error(error)
+        self._emit("badAuthToken", info)
+        self.server._emit("badSocketAuthToken", self, info)
+        self.deauthenticate()
+
+    def _on_authenticate(self, data, cid, expired):
+        old_state = self.auth_state
+        d = ensureDeferred(self._verify_and_authenticate(data))
+
+        def verified(result):
+            error, bad = result
+            if self.state == self.CLOSED:
+                return
+            if error is None:
+                self._trigger_auth_events(old_state)
+                self._engine.respond(cid, None, {"isAuthenticated": True, "authError": None})
+                return
+            wire = dehydrate_error(error)
+            if bad:
+                self._bad_token(error, data if type(data) is str else None)
+                self._engine.respond(cid, error, {"isAuthenticated": False, "authError": wire})
+            else:
+                self._engine.respond(cid, None, {
+                    "isAuthenticated": self.auth_state == self.AUTHENTICATED,
+                    "authError": wire})
+
+        d.addCallback(verified).addErrback(self._log_failure, "#authenticate")
+
+    def _on_remove_auth_token(self, data, cid, expired):
+        self._deauthenticate_self()
+
+    def set_auth_token(self, data, expires_in=None, **options):
+        """
+        Make C{data} (a dict) the socket's auth token: the socket is
+        authenticated at once, and the signed token is sent to the client
+        in a C{#setAuthToken} event.
+
+        @param expires_in: seconds until the token expires; the server's
+            C{auth_default_expiry} by default.  An C{exp} in C{data} wins.
+        @param options: further token options (C{not_before}, C{audience},
+            C{issuer}, C{subject}, C{jwtid}, C{headers}, C{no_timestamp}).
+            C{algorithm} is refused: it is the server's to choose.
+        @return: a Deferred firing with the signed token once it was sent.
+        """
+        if "algorithm" in options:
+            error = InvalidArgumentsError(
+                "Cannot change auth token algorithm at runtime; the server's is used")
+            self._emit_error(error)
+            return fail(error)
+        if type(data) is not dict:
+            return fail(InvalidArgumentsError("The auth token data must be a dict"))
+        token = copy.deepcopy(data)
+        config = self.server._auth_config
+        now = int(self._clock.seconds()) if hasattr(self._clock, "seconds") else int(_time.time())
+        if not options.get("no_timestamp", False):
+            token.setdefault("iat", now)
+        if "exp" not in token:
+            expiry = config.default_expiry if expires_in is None else expires_in
+            if expiry is not None:
+                token["exp"] = now + int(expiry)
+        old_state = self.auth_state
+        self.auth_token = token
+        self.auth_state = self.AUTHENTICATED
+        sign_options = dict(options)
+        sign_options["algorithm"] = config.algorithm
+        sign_options["expires_in"] = None
+        d = maybeDeferred(self.server.auth_engine.sign_token, token, config.signature_key,
+                          sign_options)
+
+        def signed(signed_token):
+            if self.auth_token is token:
+                self.signed_auth_token = signed_token
+                self._emit("authTokenSigned", signed_token)
+            self._engine.send_packet({"event": "#setAuthToken", "data": {"token": signed_token}})
+            self._trigger_auth_events(old_state)
+            return signed_token
+
+        def failed(failure):
+            self._emit_error(failure.value)
+            self._engine.close(4002, None)
+            return failure
+
+        d.addCallbacks(signed, failed)
+        return d
+
+    def deauthenticate(self):
+        """Deauthenticate the socket and tell the client (C{#removeAuthToken})."""
+        self._deauthenticate_self()
+        self._engine.send_packet({"event": "#removeAuthToken", "data": None})
+
+    def _deauthenticate_self(self):
+        old_token = self.auth_token
+        old_state = self.auth_state
+        self.auth_token = None
+        self.signed_auth_token = None
+        self.auth_state = self.UNAUTHENTICATED
+        if old_state != self.UNAUTHENTICATED:
+            change = {"oldState": old_state, "newState": self.UNAUTHENTICATED}
+            self._emit("authStateChange", change)
+            self.server._emit("authenticationStateChange", self, dict(change))
+        self._emit("deauthenticate", old_token)
+        self.server._emit("deauthentication", self, old_token)
+
+    def _trigger_auth_events(self, old_state):
+        if old_state != self.auth_state:
+            change = {"oldState": old_state, "newState": self.auth_state}
+            if self.auth_state == self.AUTHENTICATED:
+                change["authToken"] = self.auth_token
+            self._emit("authStateChange", change)
+            self.server._emit("authenticationStateChange", self, dict(change))
+        if self.auth_state == self.AUTHENTICATED:
+            self._emit("authenticate", self.auth_token)
+            self.server._emit("authentication", self, self.auth_token)
+
+    def _check_auth_expiry(self):
+        """
+        Deauthenticate the socket when its token has expired.
+
+        @return: an L{AuthTokenExpiredError} for the middleware of the
+            current action, or C{None}.
+        """
+        token = self.auth_token
+        if token is None or self.auth_state != self.AUTHENTICATED:
+            return None
+        exp = token.get("exp")
+        if type(exp) not in (int, float) or self._clock.seconds() <= exp:
+            return None
+        error = AuthTokenExpiredError("The socket auth token has expired", expiry=exp)
+        self.deauthenticate()
+        return error
+
+    # -- pub/sub ---------------------------------------------------------
+
+    def _on_subscribe(self, data, cid, expired):
+        batch = type(data) is dict and data.get("batch") is True
+        if self.state != self.OPEN:
+            self._engine.respond(cid, InvalidActionError(
+                "Cannot subscribe socket to a channel before it has completed the handshake"),
+                batch=batch)
+            return
+        if type(data) is str:
+            data = {"channel": data}
+        channel = data.get("channel") if type(data) is dict else None
+        error = self._channel_name_error(channel, "Subscribe")
+        if error is not None:
+            self._engine.respond(cid, error, batch=batch)
+            return
+        wait_for_auth = bool(data.get("waitForAuth"))
+        if wait_for_auth and expired is not None:
+            self._engine.respond(cid, expired, batch=batch)
+            return
+        req = Request(MIDDLEWARE_SUBSCRIBE, socket=self, channel=channel, data=data.get("data"),
+                      wait_for_auth=wait_for_auth, auth_token_expired_error=expired)
+        blocked = self.server._middleware.run(MIDDLEWARE_SUBSCRIBE, req)
+        if blocked is None:
+            self._subscribe(req, data, cid, batch)
+        else:
+            blocked.addCallback(
+                lambda b: self._engine.respond(cid, b.error, batch=batch) if b is not None
+                else self._subscribe(req, data, cid, batch))
+            blocked.addErrback(self._log_failure, "subscribe middleware")
+
+    def _channel_name_error(self, channel, action):
+        if type(channel) is not str:
+            return InvalidActionError("{} channel name was malformatted".format(action))
+        if len(channel) > MAX_CHANNEL_NAME_LENGTH:
+            return InvalidActionError("{} channel name exceeds {} characters".format(
+                action, MAX_CHANNEL_NAME_LENGTH))
+        return None
+
+    def _subscribe(self, req, data, cid, batch):
+        if self.state != self.OPEN:
+            return
+        channel = req.channel
+        if channel in self._channels:
+            self._engine.respond(cid, batch=batch)
+            return
+        limit = self.server.options["socket_channel_limit"]
+        if limit is not None and len(self._channels) >= limit:
+            self._engine.respond(cid, BrokerError(
+                "Failed to subscribe socket to the {} channel - Socket {} tried to exceed the "
+                "channel subscription limit of {}".format(channel, self.id, limit)), batch=batch)
+            return
+        options = dict(data)
+        if req.data is not None or "data" in options:
+            options["data"] = req.data
+        self._channels[channel] = True
+        d = self.exchange._add_socket(self, channel)
+
+        def subscribed(_):
+            if self.state == self.CLOSED or channel not in self._channels:
+                return
+            self._emit("subscribe", channel, options)
+            self.server._emit("subscription", self, channel, options)
+            self._engine.respond(cid, batch=batch)
+
+        def failed(failure):
+            self._channels.pop(channel, None)
+            self._engine.respond(cid, BrokerError(
+                "Failed to subscribe socket to the {} channel - {}".format(
+                    channel, failure.getErrorMessage())), batch=batch)
+
+        d.addCallbacks(subscribed, failed)
+
+    def _on_unsubscribe(self, data, cid, expired):
+        if type(data) is dict:
+            data = data.get("channel")
+        error = self._channel_name_error(data, "Unsubscribe")
+        if error is not None:
+            self._engine.respond(cid, error)
+            return
+        if data not in self._channels:
+            error = BrokerError(
+                "Failed to unsubscribe socket from the {} channel - Socket {} tried to "
+                "unsubscribe from a channel which it is not subscribed to".format(data, self.id))
+            self._emit_error(error)
+            self._engine.respond(cid, error)
+            return
+        self._unsubscribe(data)
+        self._engine.respond(cid)
+
+    def _unsubscribe(self, channel):
+        del self._channels[channel]
+        self.exchange._remove_socket(self, channel)
+        self._emit("unsubscribe", channel)
+        self.server._emit("unsubscription", self, channel)
+
+    def _on_publish(self, data, cid, expired):
+        server = self.server
+        if not server.options["allow_client_publish"]:
+            self._engine.respond(cid, InvalidActionError("Client publish feature is disabled"))
+            return
+        if self.state != self.OPEN:
+            self._engine.respond(cid, InvalidActionError(
+                "Cannot publish to a channel before the handshake has completed"))
+            return
+        channel = data.get("channel") if type(data) is dict else None
+        error = self._channel_name_error(channel, "Publish")
+        if error is not None:
+            self._engine.respond(cid, error)
+            return
+        req = Request(MIDDLEWARE_PUBLISH_IN, socket=self, channel=channel, data=data.get("data"),
+                      ack_data=None, auth_token_expired_error=expired)
+        blocked = server._middleware.run(MIDDLEWARE_PUBLISH_IN, req)
+        if blocked is None:
+            self._publish(req, cid)
+        else:
+            blocked.addCallback(
+                lambda b: self._engine.respond(cid, b.error, req.ack_data) if b is not None
+                else self._publish(req, cid))
+            blocked.addErrback(self._log_failure, "publishIn middleware")
+
+    def _publish(self, req, cid):
+        error = self._channel_name_error(req.channel, "Publish")
+        if error is not None:
+            self._engine.respond(cid, error, req.ack_data)
+            return
+        d = self.exchange.publish(req.channel, req.data)
+
+        def published(_):
+            self._engine.respond(cid, None, req.ack_data)
+            if self._handlers.get("#publish"):
+                self._emit("#publish", {"channel": req.channel, "data": req.data})
+
+        def failed(failure):
+            self._engine.respond(cid, BrokerError(failure.getErrorMessage()), req.ack_data)
+
+        d.addCallbacks(published, failed)
+
+    def _deliver_prepared(self, prepared):
+        """Send a publication already encoded and framed for every recipient."""
+        if self._engine.state != _engine.CLOSED:
+            self._output.write_prepared(prepared)
+
+    def _deliver(self, channel, data):
+        """Send one publication to this socket, through the publishOut middleware."""
+        middleware = self.server._middleware
+        if not middleware.has(MIDDLEWARE_PUBLISH_OUT):
+            self._engine.send_packet(
+                {"event": "#publish", "data": {"channel": channel, "data": data}})
+            return
+        req = Request(MIDDLEWARE_PUBLISH_OUT, socket=self, channel=channel,
+                      data=copy.deepcopy(data), auth_token_expired_error=None)
+
+        def done(blocked):
+            if blocked is None and channel in self._channels:
+                self._engine.send_packet(
+                    {"event": "#publish", "data": {"channel": channel, "data": req.data}})
+
+        middleware.run(MIDDLEWARE_PUBLISH_OUT, req).addCallback(done).addErrback(
+            self._log_failure, "publishOut middleware")
+
+    # -- closing ---------------------------------------------------------
+
+    def _closed(self, code, reason, was_open):
+        server = self.server
+        server._remove(self)
+        for channel in list(self._channels):
+            self._unsubscribe(channel)
+        if was_open:
+            server._emit("disconnection", self, code, reason)
+        else:
+            server._emit("connectionAbort", self, code, reason)
+        server._emit("closure", self, code, reason)
+        self._emit("disconnect" if was_open else "connectAbort", code, reason)
+        self._emit("close", code, reason)
+        for name in ("authenticate", "authStateChange", "deauthenticate"):
+            self.off(name)
+        if code not in (1000, 1001):
+            message = SOCKET_PROTOCOL_ERROR_STATUSES.get(code)
+            if message is None:
+                message = "Socket connection closed with status code {}".format(code)
+                if reason:
+                    message += " and reason: {}".format(reason)
+            self._emit_error(SocketProtocolError(message, code))
+
+    # -- errors ----------------------------------------------------------
+
+    def _emit_error(self, error):
+        self._emit("error", error)
+        self.server._emit("warning", error)
+
+    def _report_warning(self, error):
+        self.server._emit("warning", error)
+
+    def _log_failure(self, failure, what):
+        self._log.failure("Unexpected error in {what} of socket {id}", failure,
+                          what=what, id=self.id)
