@@ -22,7 +22,7 @@ class ThousandSubscribersTests(TestCase):
     def setUp(self):
         self.server = SCServer(reactor=reactor, auth_key="fanout-test",
                                ping_interval=30, ping_timeout=60)
-        port = yield self.server.listen("tcp:0:interface=127.0.0.1")
+        port = yield self.server.listen("tcp:0:interface=127.0.0.1:backlog=1024")
         self.url = "ws://127.0.0.1:{}/socketcluster/".format(port.getHost().port)
         self.clients = []
         self.addCleanup(self._close_all)

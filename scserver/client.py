@@ -1,0 +1,1384 @@
+"""
+A Twisted SocketCluster client, on autobahn's WebSocket client.
+
+    from scserver.client import connect
+
+    socket = yield connect("ws://127.0.0.1:8000/socketcluster/", reactor=reactor)
+    reply = yield socket.invoke("echo", {"hello": "world"})
+    channel = socket.subscribe("news")
+    channel.watch(print)
+    yield channel.when_subscribed()
+    yield socket.publish("news", "hi")
+    yield socket.disconnect()
+
+L{connect} dials, waits for the SocketCluster handshake and fires with the
+L{SCClientSocket}.  To attach event handlers before the handshake (a v14
+server sends events from its C{connection} handler I{before} the handshake
+reply), make the socket first and connect it yourself::
+
+    socket = SCClientSocket(url, reactor=reactor)
+    socket.on("welcome", on_welcome)
+    yield socket.connect()
+
+It speaks both heartbeat dialects: C{protocol_version=2} (socketcluster 15+,
+the default) answers the server's empty ping with an empty pong and carries a
+disconnect reason in the close frame; C{protocol_version=1} (socketcluster
+14 and older) answers C{#1} with C{#2} (through the codec) and sends a
+C{#disconnect} event before it closes.
+
+Automatic reconnection (C{auto_reconnect=True}) follows socketcluster-client:
+codes 4000, 4001 and 1005 reconnect at once, 1000 and 4500+ never, others
+after an exponential backoff; channels are subscribed again and events
+emitted meanwhile are sent once the new handshake completes.  A
+L{SCClientSocket.disconnect} never reconnects.
+
+Times are seconds.  The reactor is passed in (C{None} means the global one).
+"""
+
+import base64
+import binascii
+import inspect
+import json
+import random
+
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from autobahn.websocket.util import parse_url
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from .errors import (
+    SOCKET_PROTOCOL_ERROR_STATUSES,
+    SOCKET_PROTOCOL_IGNORE_STATUSES,
+    BadConnectionError,
+    InvalidActionError,
+    InvalidArgumentsError,
+    InvalidMessageError,
+    RemoteError,
+    SocketProtocolError,
+    TimeoutError,
+    dehydrate_error,
+    hydrate_error,
+)
+
+__all__ = ["connect", "SCClientSocket", "SCClientChannel", "decode_auth_token"]
+
+_log = Logger()
+
+_PING_V1 = "#1"
+_PONG_V1 = "#2"
+
+_CLOSE_TIMEOUT = 2.0
+"""Seconds a closing WebSocket may take before its TCP connection is dropped."""
+
+_RECONNECT_DEFAULTS = {
+    "initial_delay": 10.0,
+    "randomness": 10.0,
+    "multiplier": 1.5,
+    "max_delay": 60.0,
+}
+
+_LOCAL_EVENTS = frozenset([
+    "connect", "connectAbort", "disconnect", "close", "error", "raw",
+    "message", "authenticate", "deauthenticate", "authStateChange",
+    "removeAuthToken", "kickOut", "subscribe", "subscribeFail",
+    "unsubscribe", "subscribeRequest", "subscribeStateChange", "connecting",
+])
+
+
+def connect(url, reactor=None, **options):
+    """
+    Connect to a SocketCluster server.
+
+    @param url: C{ws://host[:port]/path[?query]} or C{wss://...}; the path
+        of a SocketCluster server is usually C{/socketcluster/}.
+    @param reactor: the reactor (C{None}: the global one).
+    @param options: the keyword options of L{SCClientSocket}.
+    @return: a Deferred firing with the connected L{SCClientSocket} once the
+        SocketCluster handshake completed.  It fails with the server's
+        handshake error (hydrated, e.g. an L{scserver.errors.RemoteError}
+        named as the server's error) or a
+        L{scserver.errors.BadConnectionError} when the connection closed
+        first.  With C{auto_reconnect} it waits through reconnection
+        attempts; cancel it to give up.
+    """
+    return SCClientSocket(url, reactor=reactor, **options).connect()
+
+
+def decode_auth_token(signed_token):
+    """
+    Return the payload of a signed JWT, without verifying it.
+
+    The middle, base64url-encoded part is decoded as JSON, as
+    socketcluster-client does to fill C{authToken}.
+
+    @param signed_token: the signed token (L{str}), or C{None}.
+    @return: the payload (usually a L{dict}), or C{None} when C{signed_token}
+        is not a decodable JWT.
+    """
+    if not isinstance(signed_token, str):
+        return None
+    parts = signed_token.split(".")
+    if len(parts) < 2:
+        return None
+    encoded = parts[1]
+    try:
+        raw = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+        return json.loads(raw.decode("utf-8"))
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        return None
+
+
+_default_codec = None
+
+
+def _get_default_codec():
+    global _default_codec
+    if _default_codec is None:
+        from .codec import JSONCodec
+
+        _default_codec = JSONCodec()
+    return _default_codec
+
+
+def _as_exception(error):
+    """Turn a wire error that is not an exception (a string, C{True}) into one."""
+    if isinstance(error, BaseException):
+        return error
+    message = error if isinstance(error, str) else json.dumps(error, default=str)
+    return RemoteError(message, name="Error", value=error)
+
+
+def _call_safely(what, fn, *args):
+    try:
+        return fn(*args)
+    except Exception:
+        _log.failure("Error in {what}", what=what)
+
+
+def _close_frame_code(code):
+    if type(code) is int and (code == 1000 or 3000 <= code <= 4999):
+        return code
+    return 1000
+
+
+class _Pending:
+    """A request waiting for its reply."""
+
+    __slots__ = ("event", "callback", "timer")
+
+    def __init__(self, event, callback, timer):
+        self.event = event
+        self.callback = callback
+        self.timer = timer
+
+
+class _Responder:
+    """The C{respond(error=None, data=None)} given to a custom event handler."""
+
+    __slots__ = ("_socket", "_cid", "_conn", "done")
+
+    def __init__(self, socket, cid, conn):
+        self._socket = socket
+        self._cid = cid
+        self._conn = conn
+        self.done = cid is None
+
+    def __call__(self, error=None, data=None):
+        if self.done:
+            if self._cid is not None:
+                _log.warn("A response to call {cid!r} was already sent", cid=self._cid)
+            return
+        self.done = True
+        packet = {"rid": self._cid}
+        if error is not None:
+            packet["error"] = dehydrate_error(error)
+        if data is not None:
+            packet["data"] = data
+        self._socket._send_on(self._conn, packet)
+
+
+def _noop_respond(error=None, data=None):
+    """The C{respond} of an event that asked for no reply."""
+
+
+class SCClientChannel:
+    """
+    A channel a L{SCClientSocket} subscribes to.
+
+    Get one from L{SCClientSocket.subscribe}.  Watchers survive reconnects
+    and unsubscribing.
+
+    @ivar name: the channel name.
+    @ivar state: L{PENDING}, L{SUBSCRIBED} or L{UNSUBSCRIBED}.
+    @ivar wait_for_auth: subscribe only while the socket is authenticated.
+    @ivar data: the custom data sent with the subscription, or C{None}.
+    """
+
+    PENDING = "pending"
+    SUBSCRIBED = "subscribed"
+    UNSUBSCRIBED = "unsubscribed"
+
+    __slots__ = ("name", "state", "wait_for_auth", "data", "_socket",
+                 "_watchers", "_waiters", "_request_cid")
+
+    def __init__(self, socket, name, wait_for_auth=False, data=None):
+        self._socket = socket
+        self.name = name
+        self.state = self.UNSUBSCRIBED
+        self.wait_for_auth = wait_for_auth
+        self.data = data
+        self._watchers = []
+        self._waiters = None
+        self._request_cid = None
+
+    def __repr__(self):
+        return "<SCClientChannel {!r} {}>".format(self.name, self.state)
+
+    def watch(self, handler):
+        """
+        Call C{handler(data)} for every publication on this channel.
+
+        @return: C{handler}.
+        """
+        self._watchers.append(handler)
+        return handler
+
+    def unwatch(self, handler=None):
+        """Stop calling C{handler}, or every watcher when it is omitted."""
+        if handler is None:
+            del self._watchers[:]
+        else:
+            try:
+                self._watchers.remove(handler)
+            except ValueError:
+                pass
+
+    def watchers(self):
+        """Return a list of the watchers."""
+        return list(self._watchers)
+
+    def unsubscribe(self):
+        """Unsubscribe the socket from this channel."""
+        self._socket.unsubscribe(self.name)
+
+    def when_subscribed(self):
+        """
+        Return a Deferred firing with this channel once the server
+        acknowledged the subscription (at once when it already is).
+
+        It fails with the server's error (C{subscribeFail}), with a
+        L{scserver.errors.BadConnectionError} when the socket closed for good
+        first, or an L{scserver.errors.InvalidActionError} when the channel
+        was unsubscribed or kicked out first.
+        """
+        if self.state == self.SUBSCRIBED:
+            return defer.succeed(self)
+        d = defer.Deferred()
+        if self.state == self.UNSUBSCRIBED:
+            d.errback(InvalidActionError(
+                "Channel {!r} is not subscribed".format(self.name)))
+            return d
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(d)
+        return d
+
+    def _deliver(self, data):
+        for watcher in list(self._watchers):
+            try:
+                watcher(data)
+            except Exception:
+                _log.failure("Error in a watcher of channel {channel!r}", channel=self.name)
+
+    def _settle(self, error=None):
+        waiters = self._waiters
+        if not waiters:
+            return
+        self._waiters = None
+        for d in waiters:
+            if error is None:
+                d.callback(self)
+            else:
+                d.errback(_as_exception(error))
+
+
+class _SCClientProtocol(WebSocketClientProtocol):
+    """
+    The autobahn protocol of one connection attempt: hands everything to the
+    L{SCClientSocket} that owns its factory.
+    """
+
+    _sc_drop_call = None
+
+    def onOpen(self):
+        self.factory.client._ws_opened(self.factory, self)
+
+    def onMessage(self, payload, isBinary):
+        try:
+            self.factory.client._ws_message(self, payload, isBinary)
+        except Exception:
+            _log.failure("Error while handling a message from {peer}", peer=self.peer)
+
+    def onCloseFrame(self, code, reasonRaw):
+        result = WebSocketClientProtocol.onCloseFrame(self, code, reasonRaw)
+        self._sc_arm_drop()
+        return result
+
+    def onClose(self, wasClean, code, reason):
+        if self._sc_drop_call is not None:
+            if self._sc_drop_call.active():
+                self._sc_drop_call.cancel()
+            self._sc_drop_call = None
+        if code is None:
+            code = 1005 if wasClean else 1006
+        self.factory.client._ws_closed(self.factory, self, code, reason)
+
+    def _sc_arm_drop(self):
+        if self._sc_drop_call is None and self.state != self.STATE_CLOSED:
+            self._sc_drop_call = self.factory.reactor.callLater(
+                _CLOSE_TIMEOUT, self._sc_drop)
+
+    def _sc_drop(self):
+        self._sc_drop_call = None
+        self.dropConnection(abort=True)
+
+    def sc_send(self, payload):
+        """Send C{payload}: L{str} as a text frame, L{bytes} as a binary one."""
+        if self.state != self.STATE_OPEN:
+            return
+        if isinstance(payload, str):
+            self.sendMessage(payload.encode("utf-8"), False)
+        else:
+            self.sendMessage(payload, True)
+
+    def sc_close(self, code, reason=None):
+        """Start the closing handshake (or drop a connection not yet open)."""
+        if self.state == self.STATE_OPEN:
+            self.sendClose(_close_frame_code(code), reason if isinstance(reason, str) else None)
+            self._sc_arm_drop()
+        elif self.state != self.STATE_CLOSED and self.state != self.STATE_CLOSING:
+            self.dropConnection(abort=True)
+
+
+class _SCClientFactory(WebSocketClientFactory):
+    """The autobahn factory of one connection attempt of an L{SCClientSocket}."""
+
+    protocol = _SCClientProtocol
+    noisy = False
+
+    def __init__(self, client, url, reactor, headers=None, per_message_deflate=False):
+        WebSocketClientFactory.__init__(self, url=url, reactor=reactor, headers=headers)
+        self.client = client
+        self.connector = None
+        # autobahn's own timers run on txaio's global loop; ours use the
+        # reactor we were given (see _SCClientProtocol._sc_arm_drop).
+        options = dict(
+            openHandshakeTimeout=0,
+            closeHandshakeTimeout=0,
+            serverConnectionDropTimeout=0,
+            echoCloseCodeReason=True,
+        )
+        if per_message_deflate:
+            from autobahn.websocket.compress import (
+                PerMessageDeflateOffer,
+                PerMessageDeflateResponse,
+                PerMessageDeflateResponseAccept,
+            )
+
+            def accept(response):
+                if isinstance(response, PerMessageDeflateResponse):
+                    return PerMessageDeflateResponseAccept(response)
+
+            options.update(
+                perMessageCompressionOffers=[PerMessageDeflateOffer()],
+                perMessageCompressionAccept=accept,
+            )
+        self.setProtocolOptions(**options)
+
+    def cancel(self):
+        """Abandon this attempt: stop dialing or drop the connection."""
+        if self.connector is not None:
+            self.connector.disconnect()
+
+    def clientConnectionFailed(self, connector, reason):
+        self.client._ws_failed(self, reason)
+
+    def clientConnectionLost(self, connector, reason):
+        pass
+
+
+class SCClientSocket:
+    """
+    A SocketCluster client socket.
+
+    Construct it, attach handlers with L{on}, then call L{connect}; or use the
+    module's L{connect} function.
+
+    Events (L{on}/L{off}/L{once}) and their handler arguments:
+     - C{'connect'} (status: the handshake reply, a dict with C{id},
+       C{pingTimeout}, C{isAuthenticated} and perhaps C{authError});
+     - C{'connectAbort'} (code, reason): closed before the handshake completed;
+     - C{'disconnect'} (code, reason): closed after it;
+     - C{'close'} (code, reason): after either of them;
+     - C{'error'} (error): a handshake error, a L{SocketProtocolError} for an
+       abnormal close code, an undecodable message;
+     - C{'raw'} (message): an inbound message that is not a packet;
+     - C{'authenticate'} (signed_token), C{'deauthenticate'}
+       (old_signed_token), C{'authStateChange'} (dict: oldState, newState,
+       and signedAuthToken/authToken when authenticated),
+       C{'removeAuthToken'} (old_signed_token);
+     - C{'kickOut'} (message, channel);
+     - C{'subscribe'} (channel, options), C{'subscribeFail'} (error,
+       channel, options), C{'unsubscribe'} (channel);
+     - any other name is a server event: C{handler(data, respond)}.
+       C{respond(error=None, data=None)} sends the reply when the server asked
+       for one (it does nothing otherwise).  A handler that returns a
+       Deferred, a coroutine or a value other than C{None}, and has not
+       called C{respond}, replies with that result (or failure); an exception
+       raised by the handler is the error reply.
+
+    A close reason is the C{data} of a C{#disconnect} event when the server
+    sent one, else the close frame's reason, else C{None}.
+
+    @ivar id: the id the server gave this socket (C{None} when not open).
+    @ivar state: L{CONNECTING}, L{OPEN} or L{CLOSED}.
+    @ivar auth_state: L{AUTHENTICATED} or L{UNAUTHENTICATED}.
+    @ivar signed_auth_token: the signed JWT the socket is authenticated with.
+    @ivar auth_token: its decoded payload (see L{decode_auth_token}), or
+        C{None}.
+    @ivar protocol_version: 1 or 2.
+    @ivar ping_timeout: seconds without a server ping before the socket
+        closes itself with 4000 (the server's C{pingTimeout} once open).
+    """
+
+    CONNECTING = "connecting"
+    OPEN = "open"
+    CLOSED = "closed"
+    AUTHENTICATED = "authenticated"
+    UNAUTHENTICATED = "unauthenticated"
+
+    _log = Logger()
+
+    def __init__(self, url, reactor=None, auth_token=None, protocol_version=2,
+                 codec_engine=None, ack_timeout=10, auto_reconnect=False,
+                 reconnect_options=None, headers=None, ssl_context_factory=None,
+                 connect_timeout=20, ping_timeout_disabled=False,
+                 per_message_deflate=False):
+        """
+        @param url: C{ws://} or C{wss://} URL of the server's endpoint.
+        @param reactor: the reactor (C{None}: the global one).
+        @param auth_token: a signed JWT to present in the handshake.
+        @param protocol_version: 2 (heartbeat C{''}/C{''}, socketcluster 15+)
+            or 1 (C{#1}/C{#2} and C{#disconnect}, socketcluster 14).
+        @param codec_engine: an L{scserver.interfaces.ICodecEngine}; the
+            default is L{scserver.codec.JSONCodec}.
+        @param ack_timeout: seconds to wait for the reply to an L{invoke},
+            an L{emit} with a callback, a L{publish}, an L{authenticate} and
+            the handshake.  Subscriptions do not time out.
+        @param auto_reconnect: reconnect after an abnormal close.
+        @param reconnect_options: a dict overriding C{initial_delay} (10),
+            C{randomness} (10), C{multiplier} (1.5) and C{max_delay} (60):
+            the delay of attempt I{n} is C{(initial_delay + randomness *
+            random()) * multiplier ** n}, at most C{max_delay}.
+        @param headers: extra HTTP headers for the upgrade request (a dict).
+        @param ssl_context_factory: for C{wss://}: the client TLS options
+            (an C{IOpenSSLClientConnectionCreator} such as
+            C{twisted.internet.ssl.optionsForClientTLS(hostname,
+            trustRoot=...)}, or a context factory).  The default verifies the
+            server against the system trust store.  For a self-signed test
+            certificate pass C{optionsForClientTLS(u"localhost",
+            trustRoot=Certificate.loadPEM(pem))}, or
+            C{twisted.internet.ssl.CertificateOptions()} to skip verification.
+        @param connect_timeout: seconds for the TCP (and TLS) connection and
+            the WebSocket upgrade; the socket then closes with 4007.
+        @param ping_timeout_disabled: do not close when the server's pings
+            stop.
+        @param per_message_deflate: offer the permessage-deflate extension.
+        """
+        if protocol_version not in (1, 2):
+            raise InvalidArgumentsError(
+                "protocol_version must be 1 or 2, not {!r}".format(protocol_version))
+        is_secure, host, port, _resource, _path, _params = parse_url(url)
+        self.url = url
+        self._secure = is_secure
+        self._host = host
+        self._port = port
+        self._reactor = reactor
+        self._headers = headers
+        self._ssl_context_factory = ssl_context_factory
+        self._per_message_deflate = per_message_deflate
+        self.protocol_version = protocol_version
+        self.codec = codec_engine if codec_engine is not None else _get_default_codec()
+        self.ack_timeout = ack_timeout
+        self.connect_timeout = connect_timeout
+        self.auto_reconnect = auto_reconnect
+        self.reconnect_options = dict(_RECONNECT_DEFAULTS)
+        if reconnect_options:
+            unknown = set(reconnect_options) - set(_RECONNECT_DEFAULTS)
+            if unknown:
+                raise InvalidArgumentsError(
+                    "Unknown reconnect options: {}".format(", ".join(sorted(unknown))))
+            self.reconnect_options.update(reconnect_options)
+        self.ping_timeout_disabled = ping_timeout_disabled
+        self.ping_timeout = ack_timeout if protocol_version == 1 else connect_timeout
+
+        self.id = None
+        self.state = self.CLOSED
+        self.auth_state = self.UNAUTHENTICATED
+        self.signed_auth_token = None
+        self.auth_token = None
+        self.connect_attempts = 0
+
+        self._stored_token = auth_token
+        self._handlers = {}
+        self._channels = {}
+        self._cid = 0
+        self._calls = {}
+        self._buffer = []
+        self._attempt = None
+        self._conn = None
+        self._connect_call = None
+        self._ping_call = None
+        self._reconnect_call = None
+        self._connect_waiters = []
+        self._closing = {}
+        self._handshake_error = None
+
+    def __repr__(self):
+        return "<SCClientSocket {} id={!r} {}>".format(self.url, self.id, self.state)
+
+    @property
+    def reactor(self):
+        """The reactor this socket uses."""
+        if self._reactor is None:
+            from twisted.internet import reactor
+
+            self._reactor = reactor
+        return self._reactor
+
+    @property
+    def pending_reconnect(self):
+        """C{True} while an automatic reconnection is scheduled."""
+        return self._reconnect_call is not None
+
+    # -- events --------------------------------------------------------------
+
+    def on(self, event, handler):
+        """
+        Call C{handler} every time C{event} happens (see the class docstring).
+
+        @return: C{handler}.
+        """
+        self._handlers.setdefault(event, []).append(handler)
+        return handler
+
+    def once(self, event, handler):
+        """Call C{handler} the next time C{event} happens, then forget it."""
+
+        def wrapper(*args):
+            self.off(event, wrapper)
+            return handler(*args)
+
+        wrapper._sc_wrapped = handler
+        return self.on(event, wrapper)
+
+    def off(self, event=None, handler=None):
+        """
+        Remove one handler (C{event} and C{handler}), every handler of
+        C{event}, or every handler (no arguments).
+        """
+        if event is None:
+            self._handlers.clear()
+            return
+        if handler is None:
+            self._handlers.pop(event, None)
+            return
+        handlers = self._handlers.get(event)
+        if not handlers:
+            return
+        for index, existing in enumerate(handlers):
+            if existing is handler or getattr(existing, "_sc_wrapped", None) is handler:
+                del handlers[index]
+                break
+        if not handlers:
+            del self._handlers[event]
+
+    def _emit_local(self, event, *args):
+        handlers = self._handlers.get(event)
+        if not handlers:
+            if event == "error":
+                error = args[0]
+                if isinstance(error, (SocketProtocolError, BadConnectionError)):
+                    self._log.debug("{socket!r}: {error!r}", socket=self, error=error)
+                else:
+                    self._log.warn("{socket!r}: unhandled error {error!r}",
+                                   socket=self, error=error)
+            return
+        for handler in list(handlers):
+            _call_safely("a {!r} handler".format(event), handler, *args)
+
+    # -- connecting ----------------------------------------------------------
+
+    def connect(self):
+        """
+        Connect (or reconnect) to the server.
+
+        @return: a Deferred firing with this socket once the handshake
+            completed; see the module's L{connect}.  Cancelling it
+            disconnects.
+        """
+        if self.state == self.OPEN:
+            return defer.succeed(self)
+
+        def cancel(d):
+            if d in self._connect_waiters:
+                self._connect_waiters.remove(d)
+            if self.state != self.OPEN:
+                self.disconnect()
+
+        d = defer.Deferred(cancel)
+        self._connect_waiters.append(d)
+        if self.state == self.CLOSED:
+            self._cancel_reconnect()
+            self._dial()
+        return d
+
+    def _dial(self):
+        self.state = self.CONNECTING
+        self._handshake_error = None
+        reactor = self.reactor
+        factory = _SCClientFactory(self, self.url, reactor, headers=self._headers,
+                                   per_message_deflate=self._per_message_deflate)
+        self._attempt = factory
+        self._connect_call = reactor.callLater(self.connect_timeout, self._connect_timed_out)
+        self._emit_local("connecting")
+        if self._secure:
+            context = self._ssl_context_factory
+            if context is None:
+                from twisted.internet.ssl import optionsForClientTLS
+
+                context = optionsForClientTLS(self._host)
+            factory.connector = reactor.connectSSL(
+                self._host, self._port, factory, context, timeout=self.connect_timeout)
+        else:
+            factory.connector = reactor.connectTCP(
+                self._host, self._port, factory, timeout=self.connect_timeout)
+
+    def _connect_timed_out(self):
+        self._connect_call = None
+        attempt = self._attempt
+        self._close_now(4007, None)
+        if attempt is not None:
+            attempt.cancel()
+
+    def _cancel_reconnect(self):
+        if self._reconnect_call is not None:
+            if self._reconnect_call.active():
+                self._reconnect_call.cancel()
+            self._reconnect_call = None
+
+    def _reconnect(self):
+        self._reconnect_call = None
+        if self.state == self.CLOSED:
+            self._dial()
+
+    def _reconnect_delay(self, immediate):
+        attempt = self.connect_attempts
+        self.connect_attempts += 1
+        if immediate and attempt == 0:
+            return 0
+        options = self.reconnect_options
+        initial = options["initial_delay"] + options["randomness"] * random.random()
+        return min(initial * options["multiplier"] ** attempt, options["max_delay"])
+
+    # -- the transport adapter's entry points -------------------------------
+
+    def _ws_opened(self, attempt, conn):
+        if attempt is not self._attempt or self.state != self.CONNECTING:
+            conn.sc_close(1000)
+            return
+        if self._connect_call is not None:
+            if self._connect_call.active():
+                self._connect_call.cancel()
+            self._connect_call = None
+        self._conn = conn
+        self._reset_ping_timer()
+        cid = self._next_cid()
+        packet = {"event": "#handshake", "data": {"authToken": self._stored_token}, "cid": cid}
+
+        def on_reply(error, status):
+            if self._conn is conn and self.state == self.CONNECTING:
+                self._handshake_replied(error, status)
+
+        self._calls[cid] = _Pending(
+            "#handshake", on_reply,
+            self.reactor.callLater(self.ack_timeout, self._call_timed_out, cid))
+        self._send_on(conn, packet)
+
+    def _ws_failed(self, attempt, reason):
+        if attempt is not self._attempt:
+            return
+        self._close_now(1006, reason.getErrorMessage(), remote=True)
+
+    def _ws_closed(self, attempt, conn, code, reason):
+        waiters = self._closing.pop(conn, None)
+        if conn is self._conn or (self._conn is None and attempt is self._attempt):
+            self._close_now(code, reason or None, remote=True)
+        if waiters:
+            for d in waiters:
+                d.callback(None)
+
+    def _ws_message(self, conn, payload, is_binary):
+        if conn is not self._conn:
+            return
+        if not is_binary:
+            if not payload and self.protocol_version == 2:
+                conn.sc_send("")
+                self._reset_ping_timer()
+                return
+            try:
+                payload = payload.decode("utf-8")
+            except UnicodeDecodeError:
+                pass
+        try:
+            message = self.codec.decode(payload)
+        except Exception as e:
+            error = InvalidMessageError("Failed to decode a message: {}".format(e))
+            self._emit_local("error", error)
+            return
+        if message == _PING_V1 and self.protocol_version == 1:
+            self._send_on(conn, _PONG_V1)
+            self._reset_ping_timer()
+            return
+        if type(message) is list:
+            for packet in message:
+                if self._conn is not conn:
+                    return
+                self._handle_packet(conn, packet)
+        else:
+            self._handle_packet(conn, message)
+
+    # -- inbound packets ----------------------------------------------------
+
+    def _handle_packet(self, conn, packet):
+        if type(packet) is dict:
+            event = packet.get("event")
+            if type(event) is str:
+                self._handle_event(conn, event, packet.get("data"), packet.get("cid"))
+                return
+            if event is None and "rid" in packet:
+                self._handle_reply(packet["rid"], packet.get("error"), packet.get("data"))
+                return
+        self._emit_local("raw", packet)
+
+    def _handle_reply(self, rid, error, data):
+        if type(rid) not in (int, float):
+            return
+        call = self._calls.pop(rid, None)
+        if call is None:
+            return
+        if call.timer is not None and call.timer.active():
+            call.timer.cancel()
+        if error is not None and error is not False:
+            error = hydrate_error(error)
+        else:
+            error = None
+        _call_safely("the callback of {!r}".format(call.event), call.callback, error, data)
+
+    def _handle_event(self, conn, event, data, cid):
+        if event == "#publish":
+            if type(data) is dict:
+                name = data.get("channel")
+                channel = self._channels.get(name) if type(name) is str else None
+                if channel is not None and channel.state != channel.UNSUBSCRIBED:
+                    channel._deliver(data.get("data"))
+            return
+        respond = _Responder(self, cid, conn) if cid is not None else _noop_respond
+        if event == "#setAuthToken":
+            token = data.get("token") if type(data) is dict else None
+            if not isinstance(token, str):
+                respond(InvalidMessageError("No token data provided by #setAuthToken event"))
+                return
+            self._stored_token = token
+            self._set_authenticated(token)
+            respond()
+        elif event == "#removeAuthToken":
+            old = self._stored_token
+            self._stored_token = None
+            self._emit_local("removeAuthToken", old)
+            self._set_unauthenticated()
+            respond()
+        elif event == "#kickOut":
+            if type(data) is dict:
+                name = data.get("channel")
+                channel = self._channels.get(name) if isinstance(name, str) else None
+                if channel is not None:
+                    self._emit_local("kickOut", data.get("message"), name)
+                    self._unsubscribe_channel(channel, kicked=True)
+        elif event == "#disconnect":
+            data = data if type(data) is dict else {}
+            code = data.get("code")
+            code = code if type(code) is int else 1000
+            self._local_close(code, data.get("data"))
+        elif event in _LOCAL_EVENTS:
+            self._log.debug("Ignored a server event with a reserved name: {event!r}", event=event)
+        else:
+            self._dispatch(event, data, respond)
+
+    def _dispatch(self, event, data, respond):
+        handlers = self._handlers.get(event)
+        if not handlers:
+            return
+        wants_reply = respond is not _noop_respond
+        for handler in list(handlers):
+            try:
+                result = handler(data, respond)
+            except Exception as e:
+                if wants_reply and not respond.done:
+                    respond(e)
+                else:
+                    self._log.failure("Error in a handler of {event!r}", event=event)
+                continue
+            if result is None:
+                continue
+            if inspect.iscoroutine(result):
+                result = defer.ensureDeferred(result)
+            if isinstance(result, defer.Deferred):
+                if wants_reply:
+                    result.addCallbacks(
+                        lambda value, r=respond: None if r.done else r(None, value),
+                        lambda failure, r=respond: None if r.done else r(failure.value),
+                    )
+                else:
+                    result.addErrback(
+                        lambda failure: self._log.failure(
+                            "Error in a handler of {event!r}", failure, event=event))
+            elif wants_reply and not respond.done:
+                respond(None, result)
+
+    # -- auth state ------------------------------------------------------------
+
+    def _set_authenticated(self, signed_token):
+        self.signed_auth_token = signed_token
+        self.auth_token = decode_auth_token(signed_token)
+        if self.auth_state != self.AUTHENTICATED:
+            old = self.auth_state
+            self.auth_state = self.AUTHENTICATED
+            self._process_pending_subscriptions()
+            self._emit_local("authStateChange", {
+                "oldState": old,
+                "newState": self.AUTHENTICATED,
+                "signedAuthToken": signed_token,
+                "authToken": self.auth_token,
+            })
+        self._emit_local("authenticate", signed_token)
+
+    def _set_unauthenticated(self):
+        if self.auth_state == self.UNAUTHENTICATED:
+            return
+        old_state = self.auth_state
+        old_token = self.signed_auth_token
+        self.auth_state = self.UNAUTHENTICATED
+        self.signed_auth_token = None
+        self.auth_token = None
+        self._emit_local("authStateChange", {"oldState": old_state, "newState": self.UNAUTHENTICATED})
+        self._emit_local("deauthenticate", old_token)
+
+    # -- handshake, ping, close --------------------------------------------------
+
+    def _handshake_replied(self, error, status):
+        if error is not None:
+            if isinstance(error, BaseException):
+                code = getattr(error, "statusCode", None)
+                reason = "{}: {}".format(getattr(error, "name", type(error).__name__), error)
+            else:
+                code, reason = None, str(error)
+            if type(code) is not int and type(status) is dict:
+                code = status.get("code")
+            if type(code) is not int:
+                code = 4003
+            self._handshake_error = _as_exception(error)
+            self._emit_local("error", self._handshake_error)
+            self._local_close(code, reason, announce=False)
+            return
+        status = status if type(status) is dict else {}
+        self.id = status.get("id")
+        ping_timeout = status.get("pingTimeout")
+        if isinstance(ping_timeout, (int, float)) and not isinstance(ping_timeout, bool):
+            self.ping_timeout = ping_timeout / 1000.0
+        self.state = self.OPEN
+        self._reset_ping_timer()
+        if status.get("isAuthenticated") and self._stored_token is not None:
+            self._set_authenticated(self._stored_token)
+        else:
+            self._set_unauthenticated()
+        self.connect_attempts = 0
+        self._process_pending_subscriptions()
+        self._emit_local("connect", status)
+        if self.state != self.OPEN:
+            return
+        buffered, self._buffer = self._buffer, []
+        conn = self._conn
+        for payload, _cid in buffered:
+            conn.sc_send(payload)
+        waiters, self._connect_waiters = self._connect_waiters, []
+        for d in waiters:
+            d.callback(self)
+
+    def _reset_ping_timer(self):
+        if self.ping_timeout_disabled:
+            return
+        call = self._ping_call
+        if call is not None and call.active():
+            call.reset(self.ping_timeout)
+        else:
+            self._ping_call = self.reactor.callLater(self.ping_timeout, self._ping_timed_out)
+
+    def _ping_timed_out(self):
+        self._ping_call = None
+        self._local_close(4000, None, announce=False)
+
+    def _local_close(self, code, reason, announce=True, user=False):
+        """
+        Close the connection from this side: process the close at once and
+        start the closing handshake.  With C{announce} (a disconnect rather
+        than a failure), a v1 socket that is open sends C{#disconnect} first,
+        as socketcluster-client does, and a v2 socket puts a string C{reason}
+        in the close frame.
+        """
+        conn = self._conn
+        if conn is not None and announce and self.protocol_version == 1 and self.state == self.OPEN:
+            data = {"code": code}
+            if reason is not None:
+                data["data"] = reason
+            self._send_on(conn, {"event": "#disconnect", "data": data})
+        self._close_now(code, reason, user=user)
+        if conn is not None:
+            frame_reason = None
+            if announce and self.protocol_version == 2 and isinstance(reason, str):
+                frame_reason = reason
+            conn.sc_close(code, frame_reason)
+
+    def _close_now(self, code, reason, remote=False, user=False):
+        """
+        Process a close: reset the connection state, suspend the channels,
+        fail what waits for a reply, emit the events and decide about
+        reconnecting.
+        """
+        if self.state == self.CLOSED:
+            return
+        was_open = self.state == self.OPEN
+        conn = self._conn
+        if conn is not None and not remote:
+            self._closing.setdefault(conn, [])
+        self._conn = None
+        self._attempt = None
+        self.state = self.CLOSED
+        self.id = None
+        for name in ("_ping_call", "_connect_call"):
+            call = getattr(self, name)
+            if call is not None:
+                if call.active():
+                    call.cancel()
+                setattr(self, name, None)
+
+        kind = "disconnect" if was_open else "connectAbort"
+        calls, self._calls = self._calls, {}
+        buffered, self._buffer = self._buffer, []
+        reconnect = (self.auto_reconnect and not user
+                     and code != 1000 and not (type(code) is int and code >= 4500))
+
+        if code not in SOCKET_PROTOCOL_IGNORE_STATUSES:
+            message = SOCKET_PROTOCOL_ERROR_STATUSES.get(code)
+            if message is None:
+                message = "Socket connection closed with status code {}".format(code)
+                if reason:
+                    message += " and reason: {}".format(reason)
+            self._emit_local("error", SocketProtocolError(message, code=code))
+
+        for channel in list(self._channels.values()):
+            if channel.state != channel.UNSUBSCRIBED:
+                self._suspend_channel(channel)
+
+        def bad_connection():
+            error = BadConnectionError(
+                "Event was aborted because the socket was closed ({})".format(kind), type=kind)
+            error.code = code
+            error.reason = reason
+            return error
+
+        def abort(cids):
+            for cid in cids:
+                call = calls.pop(cid, None)
+                if call is None:
+                    continue
+                if call.timer is not None and call.timer.active():
+                    call.timer.cancel()
+                if call.event == "#subscribe":
+                    continue
+                _call_safely("the callback of {!r}".format(call.event),
+                             call.callback, bad_connection(), None)
+
+        abort([cid for _payload, cid in buffered if cid is not None])
+
+        if reconnect:
+            delay = self._reconnect_delay(immediate=code in (4000, 4001, 1005))
+            self._reconnect_call = self.reactor.callLater(delay, self._reconnect)
+
+        self._emit_local(kind, code, reason)
+        self._emit_local("close", code, reason)
+        abort(list(calls))
+
+        if not reconnect:
+            error = self._handshake_error if self._handshake_error is not None else bad_connection()
+            waiters, self._connect_waiters = self._connect_waiters, []
+            for d in waiters:
+                d.errback(error)
+            for channel in list(self._channels.values()):
+                channel._settle(bad_connection())
+
+    def disconnect(self, code=1000, reason=None):
+        """
+        Close the connection; no automatic reconnection follows.
+
+        A v1 socket that is open sends C{#disconnect} (with C{reason} as its
+        data) first; a v2 socket puts C{reason} (a string) in the close
+        frame.  The C{'disconnect'} (or C{'connectAbort'}) event fires at
+        once.
+
+        @return: a Deferred firing when the connection is closed.
+        """
+        if type(code) is not int:
+            raise InvalidArgumentsError("The code must be an integer")
+        self._cancel_reconnect()
+        conn = self._conn
+        if conn is not None:
+            self._local_close(code, reason, user=True)
+        elif self.state != self.CLOSED:
+            attempt = self._attempt
+            self._close_now(code, reason, user=True)
+            if attempt is not None:
+                attempt.cancel()
+        else:
+            waiters, self._connect_waiters = self._connect_waiters, []
+            for waiter in waiters:
+                waiter.errback(BadConnectionError(
+                    "The socket was disconnected", type="connectAbort"))
+        d = defer.Deferred()
+        if conn is not None and conn in self._closing:
+            self._closing[conn].append(d)
+        elif self._closing:
+            list(self._closing.values())[-1].append(d)
+        else:
+            d.callback(None)
+        return d
+
+    # -- outbound ---------------------------------------------------------------
+
+    def _next_cid(self):
+        self._cid += 1
+        return self._cid
+
+    def _send_on(self, conn, packet):
+        try:
+            payload = self.codec.encode(packet)
+        except Exception as e:
+            self._emit_local("error", e)
+            return
+        conn.sc_send(payload)
+
+    def _call_timed_out(self, cid):
+        call = self._calls.pop(cid, None)
+        if call is None:
+            return
+        call.timer = None
+        error = TimeoutError("Event response for {!r} timed out".format(call.event))
+        _call_safely("the callback of {!r}".format(call.event), call.callback, error, None)
+
+    def _transmit(self, event, data=None, callback=None, timeout=True, has_data=None):
+        """
+        Send an event, now when open, else into the buffer while connecting
+        or reconnecting.  Raises when it cannot be encoded; a callback gets a
+        L{BadConnectionError} when the socket is closed for good.
+        """
+        packet = {"event": event}
+        if has_data or (has_data is None and data is not None):
+            packet["data"] = data
+        cid = None
+        if callback is not None:
+            cid = self._next_cid()
+            packet["cid"] = cid
+        payload = self.codec.encode(packet)
+        if self.state == self.CLOSED and self._reconnect_call is None:
+            if callback is not None:
+                error = BadConnectionError(
+                    "Cannot send {!r}: the socket is closed".format(event), type="disconnect")
+                _call_safely("the callback of {!r}".format(event), callback, error, None)
+            else:
+                self._log.debug("Dropped {event!r}: the socket is closed", event=event)
+            return cid
+        if callback is not None:
+            timer = None
+            if timeout:
+                timer = self.reactor.callLater(self.ack_timeout, self._call_timed_out, cid)
+            self._calls[cid] = _Pending(event, callback, timer)
+        if self.state == self.OPEN:
+            self._conn.sc_send(payload)
+        else:
+            self._buffer.append((payload, cid))
+        return cid
+
+    def emit(self, event, data=None, callback=None):
+        """
+        Send the event C{event} to the server.
+
+        @param data: the event data (omitted from the packet when C{None}).
+        @param callback: C{callback(error, data)} asks for a reply: it is
+            called with the server's reply (C{error} is the hydrated error, or
+            C{None}), or with an L{scserver.errors.TimeoutError} after
+            C{ack_timeout}, or a L{scserver.errors.BadConnectionError} when
+            the connection closes first.
+        @raise Exception: when the packet cannot be encoded.
+
+        While the socket connects or waits to reconnect, events are kept and
+        sent after the handshake; on a socket closed for good they are
+        dropped (a callback gets a L{scserver.errors.BadConnectionError}).
+        """
+        self._transmit(event, data, callback)
+
+    def invoke(self, event, data=None):
+        """
+        Send C{event} and wait for the reply.
+
+        @return: a Deferred firing with the reply data; it fails with the
+            server's error (hydrated; a string or other non-error value is
+            wrapped in an L{scserver.errors.RemoteError} whose C{value} is
+            the original), an L{scserver.errors.TimeoutError} after
+            C{ack_timeout} or a L{scserver.errors.BadConnectionError}.
+            Cancelling it forgets the request.
+        """
+        return self._request(event, data)
+
+    def _request(self, event, data, has_data=None, timeout=True):
+        cid_box = []
+
+        def cancel(d):
+            if cid_box:
+                call = self._calls.pop(cid_box[0], None)
+                if call is not None and call.timer is not None and call.timer.active():
+                    call.timer.cancel()
+
+        d = defer.Deferred(cancel)
+
+        def callback(error, reply):
+            if d.called:
+                return
+            if error is not None:
+                d.errback(_as_exception(error))
+            else:
+                d.callback(reply)
+
+        try:
+            cid_box.append(self._transmit(event, data, callback, timeout=timeout, has_data=has_data))
+        except Exception:
+            return defer.fail()
+        return d
+
+    def send(self, data):
+        """
+        Send a raw message, bypassing the codec: L{str} as a text frame,
+        L{bytes} as a binary one.
+
+        @raise InvalidActionError: when there is no WebSocket connection.
+        """
+        if self._conn is None:
+            raise InvalidActionError("The socket has no connection")
+        self._conn.sc_send(data)
+
+    # -- pub/sub -----------------------------------------------------------------
+
+    def subscribe(self, channel, wait_for_auth=False, data=None):
+        """
+        Subscribe to C{channel}.
+
+        Sent at once when the socket is open, else after the next handshake;
+        a C{wait_for_auth} channel is sent only while authenticated.
+
+        @return: the L{SCClientChannel} (the same object for the same name
+            while it is known); wait for the server's acknowledgement with
+            L{SCClientChannel.when_subscribed}.
+        """
+        if not isinstance(channel, str):
+            raise InvalidArgumentsError("The channel name must be a string")
+        existing = self._channels.get(channel)
+        if existing is None:
+            existing = SCClientChannel(self, channel, wait_for_auth, data)
+            self._channels[channel] = existing
+        elif existing.state == existing.UNSUBSCRIBED:
+            existing.wait_for_auth = wait_for_auth
+            existing.data = data
+        if existing.state == existing.UNSUBSCRIBED:
+            existing.state = existing.PENDING
+            self._try_subscribe(existing)
+        return existing
+
+    def _try_subscribe(self, channel):
+        if self.state != self.OPEN or channel._request_cid is not None:
+            return
+        if channel.wait_for_auth and self.auth_state != self.AUTHENTICATED:
+            return
+        options = {"channel": channel.name}
+        if channel.wait_for_auth:
+            options["waitForAuth"] = True
+        if channel.data is not None:
+            options["data"] = channel.data
+
+        def on_reply(error, _data):
+            if channel._request_cid != cid:
+                return
+            channel._request_cid = None
+            if error is not None:
+                if isinstance(error, BadConnectionError):
+                    return
+                if channel.wait_for_auth and self.auth_state != self.AUTHENTICATED:
+                    return
+                if channel.state == channel.UNSUBSCRIBED:
+                    return
+                channel.state = channel.UNSUBSCRIBED
+                self._forget_if_unwatched(channel)
+                self._emit_local("subscribeFail", error, channel.name, options)
+                channel._settle(error)
+                return
+            if channel.state != channel.PENDING:
+                return
+            channel.state = channel.SUBSCRIBED
+            self._emit_local("subscribe", channel.name, options)
+            channel._settle()
+
+        cid = self._transmit("#subscribe", options, on_reply, timeout=False)
+        channel._request_cid = cid
+
+    def _process_pending_subscriptions(self):
+        if self.state != self.OPEN:
+            return
+        for channel in list(self._channels.values()):
+            if channel.state == channel.PENDING:
+                self._try_subscribe(channel)
+
+    def _cancel_subscribe_request(self, channel):
+        cid = channel._request_cid
+        if cid is not None:
+            channel._request_cid = None
+            self._calls.pop(cid, None)
+            for index, (_payload, buffered_cid) in enumerate(self._buffer):
+                if buffered_cid == cid:
+                    del self._buffer[index]
+                    break
+
+    def _suspend_channel(self, channel):
+        was_subscribed = channel.state == channel.SUBSCRIBED
+        channel.state = channel.PENDING
+        channel._request_cid = None
+        if was_subscribed:
+            self._emit_local("unsubscribe", channel.name)
+
+    def _unsubscribe_channel(self, channel, kicked=False):
+        was = channel.state
+        channel.state = channel.UNSUBSCRIBED
+        self._cancel_subscribe_request(channel)
+        self._forget_if_unwatched(channel)
+        if was == channel.SUBSCRIBED:
+            self._emit_local("unsubscribe", channel.name)
+        channel._settle(InvalidActionError(
+            "Channel {!r} was {} before the subscription completed".format(
+                channel.name, "kicked out" if kicked else "unsubscribed")))
+        return was
+
+    def _forget_if_unwatched(self, channel):
+        if not channel._watchers and self._channels.get(channel.name) is channel:
+            del self._channels[channel.name]
+
+    def unsubscribe(self, channel):
+        """Unsubscribe from C{channel} (a name)."""
+        existing = self._channels.get(channel)
+        if existing is None or existing.state == existing.UNSUBSCRIBED:
+            return
+        self._unsubscribe_channel(existing)
+        if self.state == self.OPEN:
+            self._transmit("#unsubscribe", channel)
+
+    def channel(self, name):
+        """Return the L{SCClientChannel} called C{name}, or C{None}."""
+        return self._channels.get(name)
+
+    def subscriptions(self, include_pending=False):
+        """Return the names of the subscribed (and perhaps pending) channels."""
+        states = ("subscribed", "pending") if include_pending else ("subscribed",)
+        return [name for name, ch in self._channels.items() if ch.state in states]
+
+    def is_subscribed(self, channel, include_pending=False):
+        """Return C{True} when subscribed (or pending) to C{channel}."""
+        existing = self._channels.get(channel)
+        if existing is None:
+            return False
+        return existing.state == existing.SUBSCRIBED or (
+            include_pending and existing.state == existing.PENDING)
+
+    def publish(self, channel, data=None):
+        """
+        Publish C{data} on C{channel}.
+
+        @return: a Deferred firing with the server's acknowledgement data
+            (usually C{None}); it fails like L{invoke}.
+        """
+        return self._request("#publish", {"channel": channel, "data": data})
+
+    # -- authentication ------------------------------------------------------------
+
+    def authenticate(self, signed_token):
+        """
+        Authenticate with a signed JWT.
+
+        @return: a Deferred firing with the status dict (C{isAuthenticated},
+            C{authError} hydrated or C{None}); it fails with the server's
+            error (a bad token, after which the socket is unauthenticated),
+            a L{scserver.errors.TimeoutError} or a
+            L{scserver.errors.BadConnectionError}.
+        """
+        d = defer.Deferred()
+
+        def callback(error, status):
+            if type(status) is dict and status.get("isAuthenticated") is not None:
+                status = dict(status)
+                status["authError"] = hydrate_error(status.get("authError"))
+            else:
+                status = {"isAuthenticated": self.auth_state == self.AUTHENTICATED,
+                          "authError": None}
+            if error is not None:
+                if not isinstance(error, (BadConnectionError, TimeoutError)):
+                    self._set_unauthenticated()
+                d.errback(_as_exception(error))
+                return
+            self._stored_token = signed_token
+            if status["isAuthenticated"]:
+                self._set_authenticated(signed_token)
+            else:
+                self._set_unauthenticated()
+            d.callback(status)
+
+        try:
+            self._transmit("#authenticate", signed_token, callback, has_data=True)
+        except Exception:
+            return defer.fail()
+        return d
+
+    def deauthenticate(self):
+        """
+        Forget the auth token and tell the server (C{#removeAuthToken}).
+        """
+        old = self._stored_token
+        self._stored_token = None
+        self._emit_local("removeAuthToken", old)
+        if self.state != self.CLOSED:
+            self._transmit("#removeAuthToken")
+        self._set_unauthenticated()
