@@ -16,6 +16,7 @@ from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from .errors import ServerProtocolError
 from .middleware import MIDDLEWARE_HANDSHAKE_WS, Request
 
 __all__ = ["UpgradeRequest", "SCServerProtocol", "SCServerFactory", "origin_allowed"]
@@ -92,12 +93,7 @@ class SCServerProtocol(WebSocketServerProtocol):
 
     def connectionMade(self):
         self.closed = Deferred()
-        self._bytes_in = 0
         WebSocketServerProtocol.connectionMade(self)
-
-    def dataReceived(self, data):
-        self._bytes_in += len(data)
-        WebSocketServerProtocol.dataReceived(self, data)
 
     def onConnect(self, request):
         server = self.factory.server
@@ -107,7 +103,6 @@ class SCServerProtocol(WebSocketServerProtocol):
         origin = request.origin
         if not origin_allowed(origin, server.options["origins"]):
             error_message = "Failed to authorize socket handshake - Invalid origin: {}".format(origin)
-            from .errors import ServerProtocolError
             server._emit("warning", ServerProtocolError(error_message))
             raise ConnectionDeny(403, error_message)
         query = ""
@@ -201,11 +196,6 @@ class SCServerProtocol(WebSocketServerProtocol):
             self.sendClose(code, reason or None)
         elif self.state == WebSocketServerProtocol.STATE_CONNECTING:
             self.dropConnection(abort=True)
-
-    @property
-    def bytes_received(self):
-        """Bytes received on this connection so far."""
-        return self._bytes_in
 
 
 class SCServerFactory(WebSocketServerFactory):

@@ -3,7 +3,7 @@ L{SCServer}: a SocketCluster server, as a Twisted service.
 """
 
 from twisted.application.service import Service
-from twisted.internet.defer import DeferredList, gatherResults, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger
 
@@ -275,7 +275,6 @@ class SCServer(EventEmitter, Service):
 
 
 def _when_closed(protocol):
-    from twisted.internet.defer import Deferred
     closed = protocol.closed
     if closed is None:
         return succeed(None)

@@ -14,7 +14,7 @@ import threading
 import base64
 import time as _time
 
-from twisted.internet.defer import Deferred, ensureDeferred, fail, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, ensureDeferred, fail, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 

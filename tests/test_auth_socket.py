@@ -5,16 +5,14 @@ network (L{scserver.testing}), against the frames of the recorded v14
 transcripts 08, 09, 10 and 10b.
 """
 
-import json
 import os
 import sys
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from twisted.internet import defer, reactor, utils
+from twisted.internet import defer, utils
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from scserver import SCServer
 from scserver.auth import JWTAuthEngine
 from scserver.errors import (
     AuthTokenExpiredError,

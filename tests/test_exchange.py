@@ -2,7 +2,7 @@
 Tests for L{scserver.exchange} and L{scserver.brokers.memory}.
 """
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
