@@ -186,7 +186,7 @@ class ProtocolEngine:
             self._dispatch(obj)
 
     def _violation(self):
-        self.close(4009, "")
+        self.close(4009, "", notify_peer=False)
 
     def _dispatch(self, obj):
         if type(obj) is not dict:
@@ -229,6 +229,8 @@ class ProtocolEngine:
 
     def _response(self, obj):
         rid = obj.get("rid")
+        if type(rid) is bool:
+            return
         try:
             pending = self._pending.pop(rid, None)
         except TypeError:
@@ -403,6 +405,7 @@ class ProtocolEngine:
         self.send_packet(packet)
 
     def _flush_batch(self):
+        self._cancel(self._batch_timer)
         self._batch_timer = None
         batch, self._batch = self._batch, []
         if batch:
@@ -425,13 +428,13 @@ class ProtocolEngine:
         """
         if self.state == CLOSED:
             return
+        if self._batch:
+            self._flush_batch()
         if notify_peer and self.protocol_version != 2:
             packet = {"code": code}
             if reason is not None:
                 packet["data"] = reason
             self.send_packet({"event": "#disconnect", "data": packet})
-        if self._batch:
-            self._flush_batch()
         was_open = self.state == OPEN
         self.state = CLOSED
         self._stop_timers()

@@ -96,7 +96,7 @@ class SCServer(EventEmitter, Service):
             self._warn, emit_warnings=self.options["middleware_emit_warnings"])
         from .auth import AuthConfig, JWTAuthEngine
         self._auth_config = AuthConfig.from_options(self.options, log=self._log)
-        self.auth_engine = JWTAuthEngine(now=reactor.seconds)
+        self.auth_engine = JWTAuthEngine(now=getattr(reactor, "seconds", None))
         self.broker = _resolve_broker(self.options["broker"], reactor)
         self.exchange = Exchange(self, self.broker)
         self.clients = {}

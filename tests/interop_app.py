@@ -33,9 +33,18 @@ Client events it handles (the client's data in brackets):
   message)}; replies C{'kicked'}.
 - C{socketInfo}: replies with C{{id, protocolVersion, subscriptions}} as this
   socket sees itself.
+- C{login} (a dict): C{socket.set_auth_token(data)}; replies C{'ok'} once the
+  signed token was sent (so the client gets C{#setAuthToken} first).
+- C{authInfo}: replies with C{{authState, authToken, signedAuthToken}} as the
+  server socket sees them.
+- C{pleaseDeauthenticate}: C{socket.deauthenticate()}; replies
+  C{'deauthenticated'} (after the C{#removeAuthToken}).
 
-For assertions the server object gets C{interop_noack} (a list) and
-C{interop_sockets} (every socket that connected, in order).
+For assertions the server object gets C{interop_noack} (a list),
+C{interop_sockets} (every socket that connected, in order) and
+C{interop_auth_events}: C{(event, socket id, detail)} for every server
+C{'authentication'} (detail: the token), C{'deauthentication'} (the old
+token) and C{'badSocketAuthToken'} (the error's name) event, in order.
 """
 
 __all__ = ["setup", "CustomError"]
@@ -62,12 +71,27 @@ def setup(server):
     """
     server.interop_noack = []
     server.interop_sockets = []
+    server.interop_auth_events = []
 
     def on_connection(socket, status):
         server.interop_sockets.append(socket)
         _install_handlers(server, socket)
 
+    def on_authentication(socket, token):
+        server.interop_auth_events.append(("authentication", socket.id, token))
+
+    def on_deauthentication(socket, old_token):
+        server.interop_auth_events.append(("deauthentication", socket.id, old_token))
+
+    def on_bad_token(socket, info):
+        error = info.get("authError")
+        server.interop_auth_events.append(
+            ("badSocketAuthToken", socket.id, getattr(error, "name", type(error).__name__)))
+
     server.on("connection", on_connection)
+    server.on("authentication", on_authentication)
+    server.on("deauthentication", on_deauthentication)
+    server.on("badSocketAuthToken", on_bad_token)
 
 
 def _reply_with(respond):
@@ -154,6 +178,24 @@ def _install_handlers(server, socket):
             },
         )
 
+    def login(data, respond):
+        d = socket.set_auth_token(data)
+        d.addCallbacks(lambda _: respond(None, "ok"), lambda f: respond(f.value))
+
+    def auth_info(data, respond):
+        respond(
+            None,
+            {
+                "authState": socket.auth_state,
+                "authToken": socket.auth_token,
+                "signedAuthToken": socket.signed_auth_token,
+            },
+        )
+
+    def please_deauthenticate(data, respond):
+        socket.deauthenticate()
+        respond(None, "deauthenticated")
+
     handlers = {
         "echo": echo,
         "fail": fail,
@@ -166,6 +208,9 @@ def _install_handlers(server, socket):
         "pleasePublish": please_publish,
         "pleaseKickOut": please_kick_out,
         "socketInfo": socket_info,
+        "login": login,
+        "authInfo": auth_info,
+        "pleaseDeauthenticate": please_deauthenticate,
     }
     for event, handler in handlers.items():
         socket.on(event, handler)

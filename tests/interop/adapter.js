@@ -60,6 +60,13 @@ function jsonable(value) {
   }
 }
 
+// A handshake status as JSON, keeping a hydrated authError's message.
+function statusJson(status) {
+  const out = jsonable(status);
+  if (out && typeof out === 'object' && status && status.authError) out.authError = errJson(status.authError);
+  return out;
+}
+
 // Parse ws://host:port/path?query into client options.
 function urlOptions(url) {
   const u = new URL(url);
@@ -128,9 +135,28 @@ class Client {
       opts.multiplex = false;
     }
     Object.assign(opts, options.clientOptions || {});
+    if (options.wsOptions) {
+      // Extra options for the client's `ws` (e.g. {origin: ...}): the v14
+      // client passes its whole options object to ws, v20 only wsOptions.
+      if (this.version === 14) Object.assign(opts, options.wsOptions);
+      else opts.wsOptions = Object.assign({}, opts.wsOptions || {}, options.wsOptions);
+    }
+    const storedToken = options.authToken;
+    if (storedToken != null) opts.autoConnect = false;
     this.options = opts;
     this.socket = this._lib.create(opts);
     this._listen();
+    if (storedToken != null) {
+      // Put the token where the client keeps its signed token between
+      // connections (its auth engine, under its authTokenName: memory
+      // storage in Node), then connect: the #handshake carries it.
+      const s = this.socket;
+      if (this.version === 14) {
+        s.auth.saveToken(s.authTokenName, storedToken, {}, () => s.connect());
+      } else {
+        Promise.resolve(s.auth.saveToken(s.authTokenName, storedToken, {})).then(() => s.connect());
+      }
+    }
   }
 
   // ---- event log ------------------------------------------------------
@@ -197,7 +223,7 @@ class Client {
   _listen() {
     const s = this.socket;
     if (this.version === 14) {
-      s.on('connect', (status) => this._log('connect', { status: jsonable(status) }));
+      s.on('connect', (status) => this._log('connect', { status: statusJson(status) }));
       s.on('connectAbort', (code, reason) => this._log('connectAbort', { code, reason: jsonable(reason) }));
       s.on('disconnect', (code, reason) => this._log('disconnect', { code, reason: jsonable(reason) }));
       s.on('close', (code, reason) => this._log('close', { code, reason: jsonable(reason) }));
@@ -208,6 +234,10 @@ class Client {
       s.on('unsubscribe', (channel) => this._log('unsubscribe', { channel }));
       s.on('raw', (message) => this._log('raw', { message: jsonable(message) }));
       s.on('message', (message) => this._onFrame(message));
+      s.on('authenticate', (signed) => this._log('authenticate', { signedAuthToken: signed }));
+      s.on('deauthenticate', (oldSigned) => this._log('deauthenticate', { oldSignedAuthToken: jsonable(oldSigned) }));
+      s.on('authStateChange', (d) => this._log('authStateChange', { oldState: d.oldState, newState: d.newState }));
+      s.on('removeAuthToken', (old) => this._log('removeAuthToken', { oldAuthToken: jsonable(old) }));
     } else {
       const consume = (name, fn) => {
         (async () => {
@@ -219,7 +249,7 @@ class Client {
       consume('connect', (d) => {
         const status = Object.assign({}, d);
         delete status.processPendingSubscriptions;
-        this._log('connect', { status: jsonable(status) });
+        this._log('connect', { status: statusJson(status) });
       });
       consume('connectAbort', (d) => this._log('connectAbort', { code: d.code, reason: jsonable(d.reason) }));
       consume('disconnect', (d) => this._log('disconnect', { code: d.code, reason: jsonable(d.reason) }));
@@ -231,6 +261,10 @@ class Client {
       consume('unsubscribe', (d) => this._log('unsubscribe', { channel: d.channel }));
       consume('raw', (d) => this._log('raw', { message: jsonable(d.message) }));
       consume('message', (d) => this._onFrame(d.message));
+      consume('authenticate', (d) => this._log('authenticate', { signedAuthToken: d.signedAuthToken }));
+      consume('deauthenticate', (d) => this._log('deauthenticate', { oldSignedAuthToken: jsonable(d.oldSignedAuthToken) }));
+      consume('authStateChange', (d) => this._log('authStateChange', { oldState: d.oldAuthState, newState: d.newAuthState }));
+      consume('removeAuthToken', (d) => this._log('removeAuthToken', { oldAuthToken: jsonable(d.oldAuthToken) }));
     }
   }
 
@@ -258,6 +292,69 @@ class Client {
   disconnect(code, reason) {
     if (this.socket.state === 'closed') return;
     this.socket.disconnect(code, reason);
+  }
+
+  // Connect again (after a disconnect) and wait for the handshake: resolves
+  // with the new status (rejects like connected()).
+  async reconnect(timeoutMs) {
+    const since = this.mark();
+    this.socket.connect();
+    const e = await this.waitEvent(['connect', 'connectAbort', 'disconnect', 'close'], { since, timeout: timeoutMs || 5000 });
+    if (!e) throw new Error(this.name + ': no connect event within ' + (timeoutMs || 5000) + ' ms');
+    if (e.event !== 'connect') {
+      throw new Error(this.name + ': reconnection failed: ' + e.event + ' code=' + e.code + ' reason=' + JSON.stringify(e.reason));
+    }
+    return e.status;
+  }
+
+  // ---- authentication ---------------------------------------------------
+
+  // The client's view: {authState, authToken (decoded), signedAuthToken}.
+  authInfo() {
+    return {
+      authState: this.socket.authState,
+      authToken: jsonable(this.socket.authToken),
+      signedAuthToken: this.socket.signedAuthToken
+    };
+  }
+
+  // The token in the client's storage (what the next #handshake sends), or null.
+  storedToken() {
+    const s = this.socket;
+    if (this.version === 14) {
+      return new Promise((resolve) => s.auth.loadToken(s.authTokenName, (err, t) => resolve(err ? null : t)));
+    }
+    return Promise.resolve(s.auth.loadToken(s.authTokenName)).then((t) => t, () => null);
+  }
+
+  // client.authenticate(signedToken): {data: authStatus} or {error[, data]}.
+  authenticate(signedToken) {
+    return new Promise((resolve) => {
+      if (this.version === 14) {
+        this.socket.authenticate(signedToken, (err, status) => {
+          if (!err) {
+            resolve({ data: statusJson(status) });
+          } else {
+            const out = { error: errJson(err) };
+            if (status !== undefined) out.data = statusJson(status);
+            resolve(out);
+          }
+        });
+      } else {
+        this.socket.authenticate(signedToken).then(
+          (status) => resolve({ data: statusJson(status) }),
+          (err) => resolve({ error: errJson(err) })
+        );
+      }
+    });
+  }
+
+  // client.deauthenticate() (#removeAuthToken to the server, no reply).
+  deauthenticate() {
+    return new Promise((resolve) => {
+      if (this.version === 14) this.socket.deauthenticate(() => resolve());
+      else this.socket.deauthenticate().then(() => resolve(), () => resolve());
+    });
   }
 
   destroy() {
@@ -419,16 +516,18 @@ class Client {
 // A raw WebSocket (the client's own `ws`), for scenarios below the SC layer.
 // Logs messages and the close code/reason.
 class RawClient {
+  // options: {rejectUnauthorized, wsOptions (extra ws options, e.g. {origin})}
   constructor(version, url, options) {
     options = options || {};
     const WS = loadWs(version);
-    const wsOpts = {};
+    const wsOpts = Object.assign({}, options.wsOptions || {});
     if (url.startsWith('wss:') && options.rejectUnauthorized !== true) wsOpts.rejectUnauthorized = false;
     this.t0 = Date.now();
     this.messages = [];
     this.openedAt = null;
     this.closed = null;
     this.errors = [];
+    this.http = null; // {statusCode, statusMessage, body} of a refused upgrade
     this.ws = new WS(url, wsOpts);
     this._closedP = new Promise((resolve) => {
       this.ws.on('close', (code, reason) => {
@@ -440,6 +539,15 @@ class RawClient {
       this.ws.on('open', () => { this.openedAt = Date.now() - this.t0; resolve(true); });
       this.ws.on('unexpected-response', (req, res) => {
         this.errors.push('unexpected-response ' + res.statusCode);
+        const http = { statusCode: res.statusCode, statusMessage: res.statusMessage, body: '' };
+        this._httpP = new Promise((done) => {
+          res.setEncoding('utf8');
+          res.on('data', (chunk) => { http.body += chunk; });
+          res.on('end', () => done(http));
+          res.on('error', () => done(http));
+          res.on('close', () => done(http));
+        });
+        this.http = http;
         resolve(false);
       });
       this.ws.on('error', (e) => { this.errors.push(String(e && e.message)); resolve(false); });
@@ -449,6 +557,12 @@ class RawClient {
 
   opened(timeoutMs) {
     return Promise.race([this._openP, sleep(timeoutMs || 5000).then(() => false)]);
+  }
+
+  // The refused upgrade's HTTP response with its whole body, or null.
+  httpResponse(timeoutMs) {
+    if (!this._httpP) return Promise.resolve(this.http);
+    return Promise.race([this._httpP, sleep(timeoutMs || 2000).then(() => this.http)]);
   }
 
   closedWithin(timeoutMs) {

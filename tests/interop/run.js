@@ -28,7 +28,9 @@ const { Client, RawClient, sleep } = require('./adapter');
 
 const scenarios = Object.assign({},
   require('./scenarios/core'),
-  require('./scenarios/pubsub'));
+  require('./scenarios/pubsub'),
+  require('./scenarios/auth'),
+  require('./scenarios/middleware'));
 
 // Clients' console.log must never pollute our one-line stdout protocol.
 console.log = (...args) => console.error(...args);
@@ -100,11 +102,16 @@ async function main() {
     params,
     sleep,
     // A client of `v` (default: the run's version), not yet necessarily connected.
+    // opts: version, url, name, clientOptions, wsOptions (extra ws options,
+    // e.g. {origin}), authToken (a signed token put in the client's token
+    // storage before it connects).
     client(opts) {
       opts = opts || {};
       const v = opts.version || version;
       const c = new Client(v, opts.url || url, {
         name: opts.name,
+        authToken: opts.authToken,
+        wsOptions: opts.wsOptions,
         rejectUnauthorized: params.rejectUnauthorized,
         clientOptions: Object.assign({}, params.clientOptions || {},
           (params.clientOptionsByVersion || {})[String(v)] || {}, opts.clientOptions || {})
@@ -120,7 +127,9 @@ async function main() {
     },
     raw(opts) {
       opts = opts || {};
-      const r = new RawClient(opts.version || version, opts.url || url, { rejectUnauthorized: params.rejectUnauthorized });
+      const r = new RawClient(opts.version || version, opts.url || url, {
+        rejectUnauthorized: params.rejectUnauthorized, wsOptions: opts.wsOptions
+      });
       clients.push(r);
       return r;
     }
