@@ -240,7 +240,8 @@ class ProtocolEngine:
         if pending.timer.active():
             pending.timer.cancel()
         error = obj.get("error")
-        pending.callback(hydrate_error(error) if error is not None else None, obj.get("data"))
+        self._call(pending.callback,
+                   hydrate_error(error) if error is not None else None, obj.get("data"))
 
     def _peer_disconnect(self, data):
         code, reason = 1000, None
@@ -377,8 +378,9 @@ class ProtocolEngine:
     def _ack_timed_out(self, cid):
         pending = self._pending.pop(cid, None)
         if pending is not None:
-            pending.callback(
-                TimeoutError("Event response for '{}' timed out".format(pending.event)), None)
+            self._call(pending.callback,
+                       TimeoutError("Event response for '{}' timed out".format(pending.event)),
+                       None)
 
     def respond(self, cid, error=None, data=None, batch=False):
         """
@@ -402,7 +404,9 @@ class ProtocolEngine:
                 self._batch_timer = self.clock.callLater(
                     self.batch_duration or 0, self._flush_batch)
             return
-        self.send_packet(packet)
+        if not self.send_packet(packet) and self.state != CLOSED:
+            self.send_packet({"rid": cid, "error": dehydrate_error(
+                InvalidMessageError("The response could not be encoded"))})
 
     def _flush_batch(self):
         self._cancel(self._batch_timer)
@@ -463,9 +467,16 @@ class ProtocolEngine:
         # v14 lets pending acks time out; failing them at once is kinder and
         # frees their memory (v15+ does the same).
         for ack in pending.values():
-            ack.callback(BadConnectionError(
+            self._call(ack.callback, BadConnectionError(
                 "Event '{}' was aborted due to a bad connection".format(ack.event),
                 type="disconnect"), None)
+
+    def _call(self, callback, error, data):
+        """Call an acknowledgement callback; its exceptions are logged, not raised."""
+        try:
+            callback(error, data)
+        except Exception:
+            self._log.failure("Error in the acknowledgement callback of an event")
 
     @staticmethod
     def _cancel(timer):

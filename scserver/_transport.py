@@ -158,6 +158,10 @@ class SCServerProtocol(WebSocketServerProtocol):
     def onClose(self, wasClean, code, reason):
         socket = self.sc_socket
         if socket is not None:
+            if self.closedByMe and self.localCloseCode not in (None, 1000):
+                # autobahn closed the connection itself (invalid UTF-8 1007,
+                # message too big 1009): report its code, not the echo.
+                code, reason = self.localCloseCode, self.localCloseReason
             if code is None:
                 code = 1005 if wasClean else 1006
             try:
@@ -167,6 +171,14 @@ class SCServerProtocol(WebSocketServerProtocol):
 
     def connectionLost(self, reason):
         WebSocketServerProtocol.connectionLost(self, reason)
+        # autobahn leaves its closing-handshake timer running when the TCP
+        # connection goes before the peer's close reply (a client that
+        # exits right after its close frame, typically over TLS): cancel
+        # it, so that nothing of a closed connection stays in the reactor.
+        call = getattr(self, "closeHandshakeTimeoutCall", None)
+        if call is not None:
+            self.closeHandshakeTimeoutCall = None
+            call.cancel()
         socket = self.sc_socket
         if socket is not None and socket._engine.state != "closed":
             socket._engine.connection_lost(1006, None)
@@ -221,6 +233,9 @@ class SCServerFactory(WebSocketServerFactory):
             openHandshakeTimeout=max(options["handshake_timeout"], 5),
             closeHandshakeTimeout=1,
             webStatus=False,
+            # Close protocol violations with a close frame (1007, 1009, ...)
+            # rather than dropping the TCP connection.
+            failByDrop=False,
         )
         if options["per_message_deflate"]:
             from autobahn.websocket.compress import (

@@ -287,9 +287,12 @@ def hydrate_error(obj):
     if not isinstance(message, str):
         message = "" if message is None else str(message)
     name = obj.get("name")
+    # Only plain public names become attributes: a peer must not be able to
+    # overwrite "args", "__class__" or a method of the exception.
     fields = {
-        str(k): v for k, v in obj.items()
-        if k not in ("message", "name") and isinstance(k, str) and k.isidentifier()
+        k: v for k, v in obj.items()
+        if isinstance(k, str) and k.isidentifier() and not k.startswith("_")
+        and k not in ("message", "name") and not hasattr(BaseException, k)
     }
     cls = _CLASSES.get(name) if isinstance(name, str) else None
     if cls is None:

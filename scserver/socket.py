@@ -386,6 +386,10 @@ class SCServerSocket(EventEmitter):
             self._reject_handshake(cid, blocked)
             return
         auth_error = None
+        # A handshakeSC middleware may have authenticated the socket with
+        # set_auth_token() (which fired the state change already): then the
+        # events below are 'authenticate' only, as in v14.
+        old_state = self.auth_state
         if self.auth_token is None and signed is not None:
             auth_error, bad = await self._verify_and_authenticate(signed)
             if self.state == self.CLOSED:
@@ -401,7 +405,7 @@ class SCServerSocket(EventEmitter):
         self._emit("connect", dict(status))
         server._emit("connection", self, dict(status))
         if self.auth_state == self.AUTHENTICATED:
-            self._trigger_auth_events(self.UNAUTHENTICATED)
+            self._trigger_auth_events(old_state)
         if auth_error is not None:
             status["authError"] = dehydrate_error(auth_error)
         if self.state != self.CLOSED:
