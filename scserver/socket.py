@@ -420,6 +420,7 @@ class SCServerSocket(EventEmitter):
             code = 4008
         wire = dehydrate_error(error)
         if type(wire) is dict:
+            wire.pop("status_code", None)
             wire["statusCode"] = code
         self._engine.respond(cid, wire, {"code": code})
         self.disconnect(code)
