@@ -313,12 +313,18 @@ class Exchange(EventEmitter):
             for socket in sockets:
                 socket._deliver(channel, data)
             return
-        try:
-            payload = server.codec.encode(
-                {"event": "#publish", "data": {"channel": channel, "data": data}})
-        except Exception as e:
-            server._emit("warning", e)
-            return
-        prepared = server._prepare_message(payload)
+        packet = {"event": "#publish", "data": {"channel": channel, "data": data}}
+        # Encoded and framed once per codec: sockets keep the codec they
+        # connected with, even if set_codec_engine() changed it since.
+        prepared = {}
         for socket in sockets:
-            socket._deliver_prepared(prepared)
+            codec = socket._engine.codec
+            message = prepared.get(id(codec))
+            if message is None:
+                try:
+                    message = prepared[id(codec)] = server._prepare_message(
+                        codec.encode(packet))
+                except Exception as e:
+                    server._emit("warning", e)
+                    return
+            socket._deliver_prepared(message)

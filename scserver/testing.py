@@ -212,6 +212,14 @@ class FakeConnection:
         return self.output.payloads
 
     @property
+    def codec(self):
+        """
+        The codec of this connection: the server's codec when the socket
+        was created (a later C{set_codec_engine} does not change it).
+        """
+        return self.socket._engine.codec
+
+    @property
     def closed(self):
         """
         C{None} while open, or C{(code, reason)} of the close frame once
@@ -228,7 +236,7 @@ class FakeConnection:
         if payload == PING_V2:
             return payload
         try:
-            return self.server.codec.decode(payload)
+            return self.codec.decode(payload)
         except Exception:
             return payload
 
@@ -322,7 +330,7 @@ class FakeConnection:
 
     def send(self, packet):
         """Encode C{packet} with the server's codec and deliver it."""
-        self.send_raw(self.server.codec.encode(packet))
+        self.send_raw(self.codec.encode(packet))
 
     def emit(self, event, data=_MISSING, cid=None):
         """
@@ -403,7 +411,7 @@ class FakeConnection:
         if version == 2:
             self.send_raw(PING_V2)
         else:
-            self.send_raw(self.server.codec.encode(PONG_V1))
+            self.send_raw(self.codec.encode(PONG_V1))
 
     def pings(self):
         """Return how many pings (C{'#1'} or C{''}) the server sent so far."""

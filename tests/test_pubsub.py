@@ -62,6 +62,30 @@ class FanOutTests(SynchronousTestCase):
         self.assertEqual(codec.publications, 2)
         self.assertEqual([publications(c) for c in conns], [["hi"]] * 20)
 
+    def test_encodedOncePerCodec(self):
+        """
+        Sockets keep the codec they connected with: after set_codec_engine()
+        a publication is encoded once per codec in use.
+        """
+        from scserver.codec import MinBinCodec
+        server = make_server(codec_engine=CountingCodec())
+        old = [connect(server) for _ in range(3)]
+        first_codec = server.codec
+        server.set_codec_engine(MinBinCodec())
+        new = [connect(server) for _ in range(3)]
+        for conn in old + new:
+            conn.handshake()
+            conn.subscribe("mixed")
+        first_codec.publications = 0
+        self.successResultOf(server.exchange.publish("mixed", {"n": 1}))
+        self.assertEqual(first_codec.publications, 1)
+        for conn in old:
+            self.assertIsInstance(conn.payloads[-1], str)
+        for conn in new:
+            self.assertIsInstance(conn.payloads[-1], bytes)
+            self.assertEqual(MinBinCodec().decode(conn.payloads[-1]),
+                             {"event": "#publish", "data": {"channel": "mixed", "data": {"n": 1}}})
+
     def test_orderPerPublisher(self):
         server = make_server()
         subscribers = [connect(server) for _ in range(50)]
