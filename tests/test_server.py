@@ -229,6 +229,25 @@ class LifecycleTests(ServerTestMixin, TestCase):
             yield client.disconnect()
 
     @defer.inlineCallbacks
+    def test_perMessageDeflate(self):
+        yield self.start(per_message_deflate=True)
+        self.server.on("connection", lambda socket, status: socket.on(
+            "echo", lambda data, respond: respond(None, data)))
+        client = yield connect(self.url, reactor=reactor, per_message_deflate=True)
+        protocol = list(self.server.clients.values())[0]._output
+        self.assertIsNotNone(protocol._perMessageCompress)
+        reply = yield client.invoke("echo", {"text": "z" * 5000})
+        self.assertEqual(reply, {"text": "z" * 5000})
+        got = []
+        channel = client.subscribe("squeezed")
+        channel.watch(got.append)
+        yield channel.when_subscribed()
+        yield self.server.exchange.publish("squeezed", "y" * 3000)
+        yield wait_until(lambda: got)
+        self.assertEqual(got, ["y" * 3000])
+        yield client.disconnect()
+
+    @defer.inlineCallbacks
     def test_protocolVersionForced(self):
         for version in (1, 2):
             server = SCServer(reactor=reactor, auth_key="k", protocol_version=version,
