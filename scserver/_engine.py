@@ -70,12 +70,16 @@ def valid_cid(cid):
     return None
 
 
+_SERVER_CLOSE_CODES = frozenset([1000, 1001, 1002, 1003, 1007, 1008, 1009, 1011])
+
+
 def close_frame_code(code):
     """
-    Return a code that may go into a close frame: C{code} itself when it is
-    1000 or in 3000-4999, otherwise 1000.
+    Return a code that a server may put into a close frame: C{code} itself
+    when RFC 6455 allows it (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1011,
+    or 3000-4999), otherwise 1000.
     """
-    if type(code) is int and (code == 1000 or 3000 <= code <= 4999):
+    if type(code) is int and (code in _SERVER_CLOSE_CODES or 3000 <= code <= 4999):
         return code
     return 1000
 

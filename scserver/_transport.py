@@ -205,7 +205,10 @@ class SCServerProtocol(WebSocketServerProtocol):
     def close(self, code, reason):
         """Start the closing handshake with C{code} and C{reason}."""
         if self.state == WebSocketServerProtocol.STATE_OPEN:
-            self.sendClose(code, reason or None)
+            # sendClose() refuses the RFC codes a server may send (1001
+            # going away, 1011 server error); the engine has checked the code.
+            self.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8") if reason else None,
+                                isReply=False)
         elif self.state == WebSocketServerProtocol.STATE_CONNECTING:
             self.dropConnection(abort=True)
 

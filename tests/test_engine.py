@@ -1019,7 +1019,9 @@ class DisconnectTests(EngineTestCase):
         self.assertEqual(close_frame_code(1000), 1000)
         self.assertEqual(close_frame_code(4999), 4999)
         self.assertEqual(close_frame_code(3000), 3000)
-        for code in (1001, 1006, 1011, 2999, 5000, -1, "4000", None, True):
+        self.assertEqual(close_frame_code(1001), 1001)
+        self.assertEqual(close_frame_code(1011), 1011)
+        for code in (1004, 1005, 1006, 1010, 1015, 2999, 5000, -1, "4000", None, True):
             self.assertEqual(close_frame_code(code), 1000, repr(code))
         self.assertEqual(close_frame_reason("x" * 200), "x" * 123)
         self.assertEqual(close_frame_reason("é" * 100).encode("utf-8"), "é".encode("utf-8") * 61)

@@ -933,9 +933,8 @@ class LifecycleTests(SocketTestCase):
 
     def test_server_close(self):
         """
-        C{server.close()} disconnects every socket with 1001 (in the
-        C{#disconnect} event and the socket events; autobahn lets a server
-        put only 1000 or 3000-4999 in a close frame, so the frame says 1000).
+        C{server.close()} disconnects every socket with 1001 "going away"
+        (in the C{#disconnect} event, the close frame and the socket events).
         """
         a = self.open()
         b = self.connect()
@@ -944,8 +943,8 @@ class LifecycleTests(SocketTestCase):
         d = self.server.close()
         self.successResultOf(d)
         self.assertEqual(codes, [1001, 1001])
-        self.assertEqual(a.closed, (1000, "Server is shutting down"))
-        self.assertEqual(b.closed, (1000, "Server is shutting down"))
+        self.assertEqual(a.closed, (1001, "Server is shutting down"))
+        self.assertEqual(b.closed, (1001, "Server is shutting down"))
         self.assertEqual(a.sent_events("#disconnect"), [
             {"event": "#disconnect", "data": {"code": 1001, "data": "Server is shutting down"}}])
         self.assertEqual(self.server.clients_count + self.server.pending_clients_count, 0)
