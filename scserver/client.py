@@ -46,6 +46,7 @@ from autobahn.websocket.util import parse_url
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from ._events import EventEmitter
 from .errors import (
     SOCKET_PROTOCOL_ERROR_STATUSES,
     SOCKET_PROTOCOL_IGNORE_STATUSES,
@@ -407,7 +408,7 @@ class _SCClientFactory(WebSocketClientFactory):
         pass
 
 
-class SCClientSocket:
+class SCClientSocket(EventEmitter):
     """
     A SocketCluster client socket.
 
@@ -530,7 +531,7 @@ class SCClientSocket:
         self.connect_attempts = 0
 
         self._stored_token = auth_token
-        self._handlers = {}
+        EventEmitter.__init__(self)
         self._channels = {}
         self._cid = 0
         self._calls = {}
@@ -562,46 +563,6 @@ class SCClientSocket:
         return self._reconnect_call is not None
 
     # -- events --------------------------------------------------------------
-
-    def on(self, event, handler):
-        """
-        Call C{handler} every time C{event} happens (see the class docstring).
-
-        @return: C{handler}.
-        """
-        self._handlers.setdefault(event, []).append(handler)
-        return handler
-
-    def once(self, event, handler):
-        """Call C{handler} the next time C{event} happens, then forget it."""
-
-        def wrapper(*args):
-            self.off(event, wrapper)
-            return handler(*args)
-
-        wrapper._sc_wrapped = handler
-        return self.on(event, wrapper)
-
-    def off(self, event=None, handler=None):
-        """
-        Remove one handler (C{event} and C{handler}), every handler of
-        C{event}, or every handler (no arguments).
-        """
-        if event is None:
-            self._handlers.clear()
-            return
-        if handler is None:
-            self._handlers.pop(event, None)
-            return
-        handlers = self._handlers.get(event)
-        if not handlers:
-            return
-        for index, existing in enumerate(handlers):
-            if existing is handler or getattr(existing, "_sc_wrapped", None) is handler:
-                del handlers[index]
-                break
-        if not handlers:
-            del self._handlers[event]
 
     def _emit_local(self, event, *args):
         handlers = self._handlers.get(event)
