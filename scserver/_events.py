@@ -1,8 +1,54 @@
 """
-A small event emitter with SocketCluster's C{on}/C{off}/C{once} semantics.
+A small event emitter with SocketCluster's C{on}/C{off}/C{once} semantics,
+and the dispatch of peer events to C{handler(data, respond)} handlers.
 """
 
+import inspect
+
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
+
+_log = Logger()
+
+
+def call_handlers(handlers, event, data, respond, wants_reply):
+    """
+    Call every C{handler(data, respond)} of a peer event.
+
+    A handler replies with C{respond(error, data)}; or its result does,
+    when the peer wants a reply and none was sent by the time the result is
+    ready: a value other than C{None}, a Deferred or a coroutine (its
+    result, or its failure as the error).  An exception raised becomes the
+    error reply.  Without a reply wanted, failures are logged.
+
+    @param respond: the responder; its C{done} attribute tells whether a
+        reply was sent.
+    """
+    def reply_failed(failure):
+        if wants_reply and not respond.done:
+            respond(failure.value)
+        else:
+            _log.failure("Error in a handler of {event!r}", failure, event=event)
+
+    for handler in list(handlers):
+        try:
+            result = handler(data, respond)
+        except Exception as e:
+            if wants_reply and not respond.done:
+                respond(e)
+            else:
+                _log.failure("Error in a handler of {event!r}", event=event)
+            continue
+        if result is None:
+            continue
+        if inspect.iscoroutine(result):
+            result = ensureDeferred(result)
+        if isinstance(result, Deferred):
+            result.addCallbacks(
+                lambda value: None if not wants_reply or respond.done else respond(None, value),
+                reply_failed)
+        elif wants_reply and not respond.done:
+            respond(None, result)
 
 
 class EventEmitter:

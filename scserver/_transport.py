@@ -234,7 +234,11 @@ class SCServerFactory(WebSocketServerFactory):
             maxMessagePayloadSize=options["max_payload"],
             autoPingInterval=0,
             openHandshakeTimeout=max(options["handshake_timeout"], 5),
-            closeHandshakeTimeout=1,
+            # autobahn's timers truncate "now + timeout" to whole seconds,
+            # so a timeout of N fires after N-1 to N seconds; then it resets
+            # the connection, which can lose the #disconnect and the close
+            # frame.  Give the client 4-5 s to answer (ws in v14: 30 s).
+            closeHandshakeTimeout=5,
             webStatus=False,
             # Close protocol violations with a close frame (1007, 1009, ...)
             # rather than dropping the TCP connection.

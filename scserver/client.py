@@ -37,7 +37,6 @@ Times are seconds.  The reactor is passed in (C{None} means the global one).
 
 import base64
 import binascii
-import inspect
 import json
 import random
 
@@ -46,7 +45,7 @@ from autobahn.websocket.util import parse_url
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from ._events import EventEmitter
+from ._events import EventEmitter, call_handlers
 from .errors import (
     SOCKET_PROTOCOL_ERROR_STATUSES,
     SOCKET_PROTOCOL_IGNORE_STATUSES,
@@ -788,34 +787,8 @@ class SCClientSocket(EventEmitter):
 
     def _dispatch(self, event, data, respond):
         handlers = self._handlers.get(event)
-        if not handlers:
-            return
-        wants_reply = respond is not _noop_respond
-        for handler in list(handlers):
-            try:
-                result = handler(data, respond)
-            except Exception as e:
-                if wants_reply and not respond.done:
-                    respond(e)
-                else:
-                    self._log.failure("Error in a handler of {event!r}", event=event)
-                continue
-            if result is None:
-                continue
-            if inspect.iscoroutine(result):
-                result = defer.ensureDeferred(result)
-            if isinstance(result, defer.Deferred):
-                if wants_reply:
-                    result.addCallbacks(
-                        lambda value, r=respond: None if r.done else r(None, value),
-                        lambda failure, r=respond: None if r.done else r(failure.value),
-                    )
-                else:
-                    result.addErrback(
-                        lambda failure: self._log.failure(
-                            "Error in a handler of {event!r}", failure, event=event))
-            elif wants_reply and not respond.done:
-                respond(None, result)
+        if handlers:
+            call_handlers(handlers, event, data, respond, respond is not _noop_respond)
 
     # -- auth state ------------------------------------------------------------
 

@@ -8,7 +8,6 @@ of the server in between.
 """
 
 import copy
-import inspect
 import os
 import threading
 import base64
@@ -19,7 +18,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from . import _engine
-from ._events import EventEmitter
+from ._events import EventEmitter, call_handlers
 from .errors import (
     AuthTokenError,
     AuthTokenExpiredError,
@@ -86,20 +85,20 @@ def _as_exception(error):
 class _Responder:
     """The C{respond(error=None, data=None)} callable given to event handlers."""
 
-    __slots__ = ("_socket", "_cid", "responded")
+    __slots__ = ("_socket", "_cid", "done")
 
     def __init__(self, socket, cid):
         self._socket = socket
         self._cid = cid
-        self.responded = False
+        self.done = False
 
     def __call__(self, error=None, data=None):
-        if self.responded:
+        if self.done:
             if self._cid is not None:
                 self._socket._report_warning(InvalidActionError(
                     "Response {} has already been sent".format(self._cid)))
             return
-        self.responded = True
+        self.done = True
         if self._cid is not None:
             self._socket._engine.respond(self._cid, error, data)
 
@@ -342,34 +341,8 @@ class SCServerSocket(EventEmitter):
 
     def _dispatch_event(self, event, data, cid):
         handlers = self._handlers.get(event)
-        if not handlers:
-            return
-        respond = _Responder(self, cid)
-        for handler in list(handlers):
-            try:
-                result = handler(data, respond)
-            except Exception as e:
-                if cid is not None and not respond.responded:
-                    respond(e)
-                else:
-                    self._log.failure("Error in the {event!r} handler", event=event)
-                continue
-            if result is None:
-                continue
-            if inspect.iscoroutine(result):
-                result = ensureDeferred(result)
-            if isinstance(result, Deferred):
-                result.addCallbacks(
-                    lambda value: None if respond.responded else respond(None, value),
-                    lambda f: self._handler_failed(f, respond, event))
-            elif not respond.responded:
-                respond(None, result)
-
-    def _handler_failed(self, failure, respond, event):
-        if respond._cid is not None and not respond.responded:
-            respond(failure.value)
-        else:
-            self._log.failure("Error in the {event!r} handler", failure, event=event)
+        if handlers:
+            call_handlers(handlers, event, data, _Responder(self, cid), cid is not None)
 
     # -- handshake -------------------------------------------------------
 
