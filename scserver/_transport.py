@@ -14,7 +14,9 @@ from urllib.parse import urlsplit
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from .errors import ServerProtocolError
 from .middleware import MIDDLEWARE_HANDSHAKE_WS, Request
@@ -82,6 +84,29 @@ def origin_allowed(origin, patterns):
     return False
 
 
+@implementer(IPushProducer)
+class _Backpressure:
+    """
+    Told by the TCP transport when its send buffer is full (paused) and
+    when it drained (resumed): while paused, the protocol counts what it
+    still queues, to cut off a client that stopped reading before it
+    exhausts the server's memory.
+    """
+
+    def __init__(self, protocol):
+        self._protocol = protocol
+
+    def pauseProducing(self):
+        if self._protocol._paused_bytes is None:
+            self._protocol._paused_bytes = 0
+
+    def resumeProducing(self):
+        self._protocol._paused_bytes = None
+
+    def stopProducing(self):
+        self._protocol._paused_bytes = None
+
+
 class SCServerProtocol(WebSocketServerProtocol):
     """
     One WebSocket connection of an L{scserver.SCServer}.
@@ -90,6 +115,8 @@ class SCServerProtocol(WebSocketServerProtocol):
     _log = Logger()
     sc_socket = None
     sc_request = None
+    _paused_bytes = None
+    _outbound_limit = None
 
     def connectionMade(self):
         self.closed = Deferred()
@@ -142,8 +169,36 @@ class SCServerProtocol(WebSocketServerProtocol):
 
     def onOpen(self):
         from .socket import SCServerSocket
+        self._outbound_limit = self.factory.server.options["max_outbound_buffer"]
+        self._paused_bytes = None
+        # Behind twisted.web the HTTP channel is the transport's producer
+        # already; there the limit does not apply.
+        if self._outbound_limit is not None and getattr(self.transport, "producer", None) is None:
+            self.transport.registerProducer(_Backpressure(self), True)
         self.sc_socket = SCServerSocket(self.factory.server, self, self.sc_request)
         self.factory.server._emit("handshake", self.sc_socket)
+
+    def _queued(self, size):
+        """
+        Count C{size} bytes written while the transport's buffer is full;
+        cut the client off once they pass C{max_outbound_buffer}.
+
+        @return: C{True} when the message may be written.
+        """
+        if self._paused_bytes is None:
+            return True
+        self._paused_bytes += size
+        if self._paused_bytes <= self._outbound_limit:
+            return True
+        socket = self.sc_socket
+        self._log.warn(
+            "Socket {id} stopped reading: {size} bytes queued for it; closing it (1008)",
+            id=socket.id if socket else None, size=self._paused_bytes)
+        self._paused_bytes = None
+        if socket is not None:
+            socket._engine.close(1008, "Outbound buffer limit exceeded", notify_peer=False)
+        self.dropConnection(abort=True)
+        return False
 
     def onMessage(self, payload, isBinary):
         socket = self.sc_socket
@@ -193,13 +248,18 @@ class SCServerProtocol(WebSocketServerProtocol):
         if self.state != WebSocketServerProtocol.STATE_OPEN:
             return
         if type(payload) is str:
-            self.sendMessage(payload.encode("utf-8"), False)
+            payload = payload.encode("utf-8")
+            binary = False
         else:
-            self.sendMessage(bytes(payload), True)
+            payload = bytes(payload)
+            binary = True
+        if self._paused_bytes is None or self._queued(len(payload)):
+            self.sendMessage(payload, binary)
 
     def write_prepared(self, prepared):
         """Send a message prepared once for many connections."""
-        if self.state == WebSocketServerProtocol.STATE_OPEN:
+        if self.state == WebSocketServerProtocol.STATE_OPEN and (
+                self._paused_bytes is None or self._queued(len(prepared.payloadHybi))):
             self.sendPreparedMessage(prepared)
 
     def close(self, code, reason):

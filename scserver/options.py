@@ -103,6 +103,9 @@ OPTIONS = [
     Option("auth_leeway", 0.0, float, "seconds of clock skew allowed on exp/nbf"),
     Option("socket_channel_limit", 1000, _optional(int), "channels one socket may subscribe to"),
     Option("max_payload", 1048576, int, "largest inbound message in bytes"),
+    Option("max_outbound_buffer", 16777216, _optional(int),
+           "bytes queued for a client that stopped reading before it is cut off (close 1008;"
+           " not applied behind twisted.web)"),
     Option("per_message_deflate", False, _bool, "negotiate permessage-deflate"),
     Option("pub_sub_batch_duration", None, _optional(float),
            "seconds to batch {batch: true} subscribe replies"),
@@ -143,6 +146,10 @@ def validate_options(options):
         merged["max_payload"] = int(merged["max_payload"])
         if merged["max_payload"] <= 0:
             raise ValueError("max_payload must be positive")
+        if merged["max_outbound_buffer"] is not None:
+            merged["max_outbound_buffer"] = int(merged["max_outbound_buffer"])
+            if merged["max_outbound_buffer"] <= 0:
+                raise ValueError("max_outbound_buffer must be positive (or None)")
         if merged["socket_channel_limit"] is not None:
             merged["socket_channel_limit"] = int(merged["socket_channel_limit"])
         merged["auth_default_expiry"] = float(merged["auth_default_expiry"])

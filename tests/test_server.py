@@ -261,3 +261,49 @@ class LifecycleTests(ServerTestMixin, TestCase):
             self.assertEqual(client.state, "open")
             yield client.disconnect()
             yield server.close()
+
+
+class SlowConsumerTests(ServerTestMixin, TestCase):
+    """
+    A client that stops reading is cut off once C{max_outbound_buffer}
+    bytes are queued for it, instead of growing the server's memory.
+    """
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_stalledClientIsCutOff(self):
+        yield self.start(max_outbound_buffer=1024 * 1024, ping_timeout_disabled=True)
+        self.server.on("connection", lambda socket, status: socket.on(
+            "echo", lambda data, respond: respond(None, data)))
+        stalled = yield connect(self.url, reactor=reactor)
+        healthy = yield connect(self.url, reactor=reactor)
+        closes = []
+        self.server.on("disconnection", lambda socket, code, reason: closes.append(
+            (socket.id, code, reason)))
+        stalled._conn.transport.pauseProducing()  # stop reading from the socket
+        socket = self.server.clients[stalled.id]
+        blob = "x" * 65536
+        sent = 0
+        for _ in range(1000):  # at most 64 MiB
+            if socket.state == "closed":
+                break
+            socket.emit("blob", blob)
+            sent += len(blob)
+            if sent % (1024 * 1024) == 0:
+                yield wait(0)
+        self.assertEqual(socket.state, "closed")
+        self.assertEqual(closes[0], (stalled.id, 1008, "Outbound buffer limit exceeded"))
+        self.assertLess(sent, 48 * 1024 * 1024)
+        reply = yield healthy.invoke("echo", "still here")
+        self.assertEqual(reply, "still here")
+        yield healthy.disconnect()
+        stalled._conn.transport.resumeProducing()
+
+    @defer.inlineCallbacks
+    def test_disabled(self):
+        server = yield self.start(max_outbound_buffer=None)
+        client = yield connect(self.url, reactor=reactor)
+        protocol = server.clients[client.id]._output
+        self.assertIsNone(protocol._outbound_limit)
+        yield client.disconnect()
