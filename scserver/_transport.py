@@ -119,10 +119,12 @@ class SCServerProtocol(WebSocketServerProtocol):
     _outbound_limit = None
 
     def connectionMade(self):
+        """Set up the Deferred that fires when the connection is gone."""
         self.closed = Deferred()
         WebSocketServerProtocol.connectionMade(self)
 
     def onConnect(self, request):
+        """Check the upgrade request: path, origin, then C{handshakeWS} middleware."""
         server = self.factory.server
         path = request.path
         if path != server.options["path"] and not self.factory.any_path:
@@ -168,6 +170,7 @@ class SCServerProtocol(WebSocketServerProtocol):
         self.dropConnection(abort=False)
 
     def onOpen(self):
+        """The WebSocket is open: create the L{scserver.SCServerSocket}."""
         from .socket import SCServerSocket
         self._outbound_limit = self.factory.server.options["max_outbound_buffer"]
         self._paused_bytes = None
@@ -201,6 +204,7 @@ class SCServerProtocol(WebSocketServerProtocol):
         return False
 
     def onMessage(self, payload, isBinary):
+        """Hand one message to the socket's protocol engine."""
         socket = self.sc_socket
         if socket is None:
             return
@@ -211,6 +215,7 @@ class SCServerProtocol(WebSocketServerProtocol):
             socket._engine.close(1011, "Server error")
 
     def onClose(self, wasClean, code, reason):
+        """Tell the protocol engine the connection closed, with the code that applies."""
         socket = self.sc_socket
         if socket is not None:
             if self.closedByMe and self.localCloseCode not in (None, 1000):
@@ -225,6 +230,7 @@ class SCServerProtocol(WebSocketServerProtocol):
                 self._log.failure("Unexpected error closing socket {id}", id=socket.id)
 
     def connectionLost(self, reason):
+        """Make sure the socket is closed, and fire L{closed}."""
         WebSocketServerProtocol.connectionLost(self, reason)
         # autobahn leaves its closing-handshake timer running when the TCP
         # connection goes before the peer's close reply (a client that

@@ -291,6 +291,7 @@ class SCServerSocket(EventEmitter):
     # -- engine handler --------------------------------------------------
 
     def engine_message(self, message):
+        """Engine handler: count the bytes of every inbound message; emit C{'message'}."""
         if type(message) is bytes:
             self._bytes_received += len(message)
         else:
@@ -299,22 +300,28 @@ class SCServerSocket(EventEmitter):
             self._emit("message", message)
 
     def engine_raw(self, message):
+        """Engine handler: a message that is neither an event nor a reply."""
         self._emit("raw", message)
 
     def engine_error(self, error):
+        """Engine handler: report an error on this socket."""
         self._emit_error(error)
 
     def engine_pong(self):
+        """Engine handler: a pong arrived; check the token's expiry."""
         self._check_auth_expiry()
 
     def engine_closed(self, code, reason, was_open):
+        """Engine handler: the connection closed."""
         self._closed(code, reason, was_open)
 
     def engine_handshake(self, cid, data):
+        """Engine handler: the client sent C{#handshake}."""
         d = ensureDeferred(self._handshake(cid, data))
         d.addErrback(self._handshake_failed)
 
     def engine_event(self, event, data, cid):
+        """Engine handler: the client sent an event (protocol or application)."""
         expired = self._check_auth_expiry()
         handler = self._protocol_handlers.get(event)
         if handler is not None:
