@@ -147,6 +147,7 @@ class SCServerSocket(EventEmitter):
         self._clock = clock if clock is not None else server.reactor
         self._channels = {}
         self._bytes_received = 0
+        self._expired = None
         options = server.options
         self._engine = _engine.ProtocolEngine(
             server.codec, self._clock, self, output,
@@ -291,11 +292,16 @@ class SCServerSocket(EventEmitter):
     # -- engine handler --------------------------------------------------
 
     def engine_message(self, message):
-        """Engine handler: count the bytes of every inbound message; emit C{'message'}."""
+        """
+        Engine handler, for every inbound message (pongs included): count
+        its bytes, check the token's expiry, emit C{'message'}.
+        """
         if type(message) is bytes:
             self._bytes_received += len(message)
         else:
             self._bytes_received += len(message.encode("utf-8")) if not message.isascii() else len(message)
+        # The events of this message (all of a batch) tell their middleware.
+        self._expired = self._check_auth_expiry() if self.auth_token is not None else None
         if self._handlers.get("message"):
             self._emit("message", message)
 
@@ -308,8 +314,7 @@ class SCServerSocket(EventEmitter):
         self._emit_error(error)
 
     def engine_pong(self):
-        """Engine handler: a pong arrived; check the token's expiry."""
-        self._check_auth_expiry()
+        """Engine handler: a pong arrived (its expiry check was done on arrival)."""
 
     def engine_closed(self, code, reason, was_open):
         """Engine handler: the connection closed."""
@@ -322,7 +327,7 @@ class SCServerSocket(EventEmitter):
 
     def engine_event(self, event, data, cid):
         """Engine handler: the client sent an event (protocol or application)."""
-        expired = self._check_auth_expiry()
+        expired = self._expired
         handler = self._protocol_handlers.get(event)
         if handler is not None:
             handler(data, cid, expired)

@@ -343,6 +343,25 @@ class ExpiryTests(AuthTestMixin, SynchronousTestCase):
         self.assertIn({"event": "#removeAuthToken", "data": None}, self.conn.sent)
         self.assertIsNone(self.socket.auth_token)
 
+    def test_expiryOnAnyInboundMessage(self):
+        """A reply from the client (not an event) also triggers the check."""
+        d = self.socket.invoke("question", 1)
+        cid = self.conn.sent_events("question")[0]["cid"]
+        self.clock.advance(11)
+        self.conn.reply(cid, "answer")
+        self.assertEqual(self.successResultOf(d), "answer")
+        self.assertIn({"event": "#removeAuthToken", "data": None}, self.conn.sent)
+        self.assertIsNone(self.socket.auth_token)
+
+    def test_wholeBatchSeesTheExpiry(self):
+        seen = []
+        self.server.add_middleware(self.server.MIDDLEWARE_EMIT, lambda req, next: (
+            seen.append(req.auth_token_expired_error), next()))
+        self.clock.advance(11)
+        self.conn.send([{"event": "a", "data": 1}, {"event": "b", "data": 2}])
+        self.assertEqual([type(e) for e in seen], [AuthTokenExpiredError] * 2)
+        self.assertEqual(len(self.conn.sent_events("#removeAuthToken")), 1)
+
     def test_waitForAuthSubscribeWithExpiredToken(self):
         calls = []
         self.server.add_middleware(self.server.MIDDLEWARE_SUBSCRIBE,
