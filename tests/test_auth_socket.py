@@ -345,9 +345,10 @@ class ExpiryTests(AuthTestMixin, SynchronousTestCase):
 
     def test_expiryOnAnyInboundMessage(self):
         """A reply from the client (not an event) also triggers the check."""
+        self.clock.advance(9)
         d = self.socket.invoke("question", 1)
         cid = self.conn.sent_events("question")[0]["cid"]
-        self.clock.advance(11)
+        self.clock.advance(2)
         self.conn.reply(cid, "answer")
         self.assertEqual(self.successResultOf(d), "answer")
         self.assertIn({"event": "#removeAuthToken", "data": None}, self.conn.sent)
