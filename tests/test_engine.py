@@ -833,15 +833,7 @@ class CallTests(EngineTestCase):
         """
         C{respond} writes the reply shapes of v14, byte for byte (v14/02).
         """
-        class CustomError(Exception):
-            def __init__(self, message):
-                Exception.__init__(self, message)
-                self.name = "CustomError"
-                self.code = 4242
-                self.details = {"field": "amount", "reason": "negative"}
-
-        class PartialError(Exception):
-            name = "PartialError"
+        from tests.test_socket import CustomError, PartialError
 
         def on_event(event, data, cid):
             respond = self.engine.respond
