@@ -486,29 +486,27 @@ def _compress_packet(packet):
     if out.get("event") == "#publish" and out.get("data") is not None:
         data = out["data"]
         if isinstance(data, dict):
-            entry = [data.get("channel"), data.get("data")]
+            _compress_event(out, "p", [data.get("channel"), data.get("data")])
         else:
-            entry = [None, None]
-        cid = out.get("cid")
-        if cid is not None:
-            entry.append(cid)
-        for key in ("event", "data", "cid"):
-            out.pop(key, None)
-        out["p"] = entry
+            _compress_event(out, "p", [None, None])
     if out.get("event") is not None:
-        entry = [out["event"], out.get("data")]
-        cid = out.get("cid")
-        if cid is not None:
-            entry.append(cid)
-        for key in ("event", "data", "cid"):
-            out.pop(key, None)
-        out["e"] = entry
+        _compress_event(out, "e", [out["event"], out.get("data")])
     if out.get("rid") is not None:
         entry = [out["rid"], out.get("error"), out.get("data")]
         for key in ("rid", "error", "data"):
             out.pop(key, None)
         out["r"] = entry
     return out
+
+
+def _compress_event(out, key, entry):
+    """Replace C{event}, C{data} and C{cid} of C{out} by C{out[key] = entry (+ cid)}."""
+    cid = out.get("cid")
+    if cid is not None:
+        entry.append(cid)
+    for name in ("event", "data", "cid"):
+        out.pop(name, None)
+    out[key] = entry
 
 
 def _item(entry, index):
