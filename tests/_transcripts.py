@@ -78,3 +78,18 @@ def frames(transcript, conn="c0"):
                 ("close-" + event["dir"], (event["code"], event["reason"]))
             )
     return result
+
+
+def advance_until(testcase, clock, done, limit=50):
+    """
+    Advance C{clock} from one delayed call to the next until C{done()} is
+    true; fail C{testcase} when nothing is left to happen on the clock.
+    """
+    for _ in range(limit):
+        if done():
+            return
+        calls = clock.getDelayedCalls()
+        if not calls:
+            testcase.fail("Nothing left to happen on the clock")
+        when = min(call.getTime() for call in calls)
+        clock.advance(max(0, when - clock.seconds()))

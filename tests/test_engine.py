@@ -21,7 +21,7 @@ from scserver._engine import (
     valid_cid,
 )
 from scserver.codec import JSONCodec, MinBinCodec
-from tests._transcripts import frames, load_transcript
+from tests._transcripts import advance_until, frames, load_transcript
 
 HANDSHAKE = '{"event":"#handshake","data":{"authToken":null},"cid":1}'
 
@@ -125,13 +125,6 @@ class EngineTestCase(SynchronousTestCase):
         for amount in amounts:
             self.clock.advance(amount)
 
-    def advance_to_next_call(self):
-        calls = self.clock.getDelayedCalls()
-        if not calls:
-            self.fail("Nothing left to happen on the clock")
-        when = min(call.getTime() for call in calls)
-        self.clock.advance(max(0, when - self.clock.seconds()))
-
     def replay(self, transcript, conn="c0", exact_close_reason=True):
         """
         Replay the frames of C{conn}: feed every inbound frame, and check
@@ -149,20 +142,14 @@ class EngineTestCase(SynchronousTestCase):
                 self.assertEqual(self.rec.written, [], where)
                 self.engine.receive(payload)
             elif direction == "out":
-                for _ in range(50):
-                    if self.rec.written or self.rec.closes:
-                        break
-                    self.advance_to_next_call()
+                advance_until(self, self.clock, lambda: self.rec.written or self.rec.closes)
                 self.assertTrue(self.rec.written, where)
                 self.assertEqual(self.rec.written.pop(0), payload, where)
             elif direction == "close-out":
                 if self.engine.state == CLOSED and not self.rec.closes:
                     # The transport's answer to the client's close frame.
                     continue
-                for _ in range(50):
-                    if self.rec.written or self.rec.closes:
-                        break
-                    self.advance_to_next_call()
+                advance_until(self, self.clock, lambda: self.rec.written or self.rec.closes)
                 self.assertEqual(self.rec.written, [], where)
                 self.assertEqual(len(self.rec.closes), 1, where)
                 code, reason = self.rec.closes[0]

@@ -22,7 +22,7 @@ from scserver.testing import (
     connect,
     make_server,
 )
-from tests._transcripts import frames, load_transcript
+from tests._transcripts import advance_until, frames, load_transcript
 
 TRANSCRIPT_KEY = "golden-transcript-secret"
 
@@ -73,13 +73,6 @@ class SocketTestCase(SynchronousTestCase):
         conn.pop_sent()
         return conn
 
-    def advance_to_next_call(self):
-        calls = self.clock.getDelayedCalls()
-        if not calls:
-            self.fail("Nothing left to happen on the clock")
-        when = min(call.getTime() for call in calls)
-        self.clock.advance(max(0, when - self.clock.seconds()))
-
     def replay(self, conn, transcript, label="c0", actions=None, close_reason=True):
         """
         Reproduce the frames of connection C{label} of C{transcript} on
@@ -110,10 +103,8 @@ class SocketTestCase(SynchronousTestCase):
                 action = actions.pop(payload, None)
                 if action is not None:
                     action()
-                for _ in range(50):
-                    if len(conn.payloads) > seen or conn.closed is not None:
-                        break
-                    self.advance_to_next_call()
+                advance_until(self, self.clock,
+                              lambda: len(conn.payloads) > seen or conn.closed is not None)
                 expected = payload
                 if recorded_id is not None:
                     expected = expected.replace(recorded_id, conn.socket.id)
@@ -123,10 +114,8 @@ class SocketTestCase(SynchronousTestCase):
             elif direction == "close-out":
                 if conn.closed is None and conn.state == SCServerSocket.CLOSED:
                     continue  # the transport's answer to the client's close
-                for _ in range(50):
-                    if conn.closed is not None or len(conn.payloads) > seen:
-                        break
-                    self.advance_to_next_call()
+                advance_until(self, self.clock,
+                              lambda: conn.closed is not None or len(conn.payloads) > seen)
                 self.assertEqual(conn.payloads[seen:], [], where)
                 self.assertIsNotNone(conn.closed, where)
                 self.assertEqual(conn.closed[0], payload[0], where)

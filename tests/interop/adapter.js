@@ -578,4 +578,13 @@ class RawClient {
   }
 }
 
-module.exports = { Client, RawClient, errJson, jsonable, sleep, urlOptions, loadWs, loadClientLib };
+// A copy of recorded client events without their timestamps, for results.
+function strip(events) {
+  return events.map((e) => {
+    const o = Object.assign({}, e);
+    delete o.t;
+    return o;
+  });
+}
+
+module.exports = { Client, RawClient, errJson, jsonable, sleep, strip, urlOptions, loadWs, loadClientLib };

@@ -4,13 +4,7 @@
 // passed in params; a token given to ctx.client({authToken}) is put in the
 // client's own token storage before it connects, so its #handshake carries it.
 
-function strip(events) {
-  return events.map((e) => {
-    const o = Object.assign({}, e);
-    delete o.t;
-    return o;
-  });
-}
+const { strip } = require('../adapter');
 
 // Auth-related client events only (no 'connect'/'disconnect' noise).
 const AUTH_EVENTS = ['authenticate', 'deauthenticate', 'authStateChange', 'removeAuthToken', 'error'];

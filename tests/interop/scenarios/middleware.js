@@ -3,13 +3,7 @@
 // test on the server (server.add_middleware); these scenarios only act and
 // report what the client observed, on its API and on the wire.
 
-function strip(events) {
-  return events.map((e) => {
-    const o = Object.assign({}, e);
-    delete o.t;
-    return o;
-  });
-}
+const { strip } = require('../adapter');
 
 // Subscribe to each of params.channels (default ['allowed', 'forbidden',
 // 'silent']) one after the other.

@@ -2,13 +2,7 @@
 // Pub/sub scenarios. Server side: tests/interop_app.py ('pleasePublish',
 // 'pleaseKickOut', 'socketInfo').
 
-function strip(events) {
-  return events.map((e) => {
-    const o = Object.assign({}, e);
-    delete o.t;
-    return o;
-  });
-}
+const { strip } = require('../adapter');
 
 // Subscribe to params.channel ('news'), publish with ack and without ack.
 // wireOrder is the order of the delivery and the ack ON THE WIRE:
