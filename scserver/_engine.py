@@ -321,14 +321,6 @@ class ProtocolEngine:
         self._cancel(self._handshake_timer)
         self._handshake_timer = None
 
-    def encode(self, packet):
-        """
-        Encode C{packet} with the codec.
-
-        @raise Exception: whatever the codec raises.
-        """
-        return self.codec.encode(packet)
-
     def send_packet(self, packet):
         """
         Encode and send C{packet}.

@@ -98,7 +98,9 @@ class EventEmitter:
         if not handlers:
             return
         for index, existing in enumerate(handlers):
-            if existing is handler or getattr(existing, "_sc_wrapped", None) is handler:
+            # == rather than "is": a bound method is a new object on every
+            # attribute access, but equal to the one that was added.
+            if existing == handler or getattr(existing, "_sc_wrapped", None) == handler:
                 del handlers[index]
                 break
         if not handlers:
@@ -107,10 +109,6 @@ class EventEmitter:
     def listeners(self, name):
         """Return a list of the handlers of C{name}."""
         return [getattr(h, "_sc_wrapped", h) for h in self._handlers.get(name, ())]
-
-    def has_listeners(self, name):
-        """Return True when C{name} has at least one handler."""
-        return bool(self._handlers.get(name))
 
     def _emit(self, name, *args):
         handlers = self._handlers.get(name)

@@ -233,12 +233,11 @@ class SCServer(EventEmitter, Service):
             socket.disconnect(1001, "Server is shutting down")
         d = DeferredList(waits, consumeErrors=True)
         d.addCallback(lambda _: maybeDeferred(self.broker.stop))
-        d.addCallback(lambda _: self._start_reset())
+        d.addCallback(self._stopped)
         return d
 
-    def _start_reset(self):
+    def _stopped(self, _):
         self._start = None
-        return None
 
     # -- sockets ---------------------------------------------------------
 

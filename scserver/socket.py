@@ -95,7 +95,7 @@ class _Responder:
     def __call__(self, error=None, data=None):
         if self.done:
             if self._cid is not None:
-                self._socket._report_warning(InvalidActionError(
+                self._socket.server._warn(InvalidActionError(
                     "Response {} has already been sent".format(self._cid)))
             return
         self.done = True
@@ -775,9 +775,6 @@ class SCServerSocket(EventEmitter):
 
     def _emit_error(self, error):
         self._emit("error", error)
-        self.server._emit("warning", error)
-
-    def _report_warning(self, error):
         self.server._emit("warning", error)
 
     def _log_failure(self, failure, what):
