@@ -1,41 +1,50 @@
 """
-The SocketCluster wire protocol as a sans-I/O state machine.
+The SocketCluster wire protocol as a sans-I/O state machine, for both roles.
 
-L{ProtocolEngine} is fed inbound payloads (L{ProtocolEngine.receive}) and
-driven by a clock (any C{IReactorTime}, a L{twisted.internet.task.Clock} in
-tests).  It knows nothing of sockets or autobahn: it writes payloads and
-closes through an I{output} object and reports what the peer did to a
-I{handler} object.  That makes every rule of the protocol testable frame by
-frame:
+One L{ProtocolEngine} is one WebSocket connection, seen from the server
+(L{SERVER}) or from the client (L{CLIENT}).  It is fed inbound payloads
+(L{ProtocolEngine.receive}) and driven by a clock (any C{IReactorTime}, a
+L{twisted.internet.task.Clock} in tests).  It knows nothing of sockets or
+autobahn: it writes payloads and closes through an L{IEngineOutput} and
+reports what the peer did to an L{IEngineOwner}.  Every rule of the
+protocol is therefore written once and testable frame by frame:
 
- - packet classification (pong, batch, event, response, raw);
- - the handshake timer (close 4005) and the strict handshake (close 4009);
- - the ping/pong heartbeat for protocol v1 (C{#1}/C{#2} through the codec),
-   v2 (empty text frames) and C{'auto'}, which learns the version per socket
-   from the first pong;
- - call ids in both directions, acknowledgement timeouts, replies, batched
-   replies;
- - C{#disconnect} handling and the union dialect for server closes (a
-   C{#disconnect} event and the reason in the close frame).
+ - packet classification (heartbeat, batch, event, reply, raw);
+ - call ids in both directions, acknowledgement timeouts, replies and
+   batched replies, error (de)hydration;
+ - the heartbeat: the server pings (protocol v1: C{#1} through the codec;
+   v2: an empty text frame; C{'auto'} learns the version per socket from
+   the first pong) and closes with 4001 when pongs stop; the client answers
+   pings and closes with 4000 when they stop;
+ - the server's handshake timer (close 4005) and strict handshake (close
+   4009);
+ - C{#disconnect} and close codes: a server close announces itself with a
+   C{#disconnect} event (unless the peer speaks v2) and the reason in the
+   close frame (the union dialect); a client close does as
+   socketcluster-client does for its protocol version.
 
-The I{output} provides C{write(payload)} (C{str} for a text frame, C{bytes}
-for a binary frame) and C{close(code, reason)}.
-
-The I{handler} provides C{engine_handshake(cid, data)},
-C{engine_event(event, data, cid)}, C{engine_raw(message)},
-C{engine_message(message)}, C{engine_pong()}, C{engine_error(error)} and
-C{engine_closed(code, reason, was_open)}.
+What differs between the roles is the heartbeat, the handshake timer and
+the close dialect; everything else is shared.
 """
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from zope.interface import Attribute, Interface
 
 from .errors import (
     BadConnectionError,
     InvalidMessageError,
     TimeoutError,
+    as_exception,
     dehydrate_error,
     hydrate_error,
 )
+
+SERVER = "server"
+"""The role of an engine that serves a client (it pings, it waits for C{#handshake})."""
+
+CLIENT = "client"
+"""The role of an engine that dialled a server (it answers pings, it sends C{#handshake})."""
 
 CONNECTING = "connecting"
 OPEN = "open"
@@ -45,41 +54,118 @@ PING_V1 = "#1"
 PONG_V1 = "#2"
 PING_V2 = ""
 
-_MISSING = object()
+MISSING = object()
+"""Stands for an argument that was not given (C{None} is a value on the wire)."""
+
+DEFAULT_TIMEOUT = object()
+"""Use the engine's C{ack_timeout} (see L{ProtocolEngine.emit})."""
 
 _MAX_SAFE_INTEGER = 2 ** 53 - 1
 _MAX_CID_TEXT = 128
 
 
+class IEngineOutput(Interface):
+    """
+    Where an engine's outbound traffic goes: the WebSocket connection.
+    """
+
+    def write(payload):
+        """
+        Send one WebSocket message.
+
+        @param payload: C{str} for a text frame, C{bytes} for a binary frame.
+        """
+
+    def close(code, reason):
+        """
+        Start the WebSocket closing handshake.
+
+        @param code: a code the role may put in a close frame (the engine
+            checked it).
+        @param reason: the close frame's reason text (C{""} for none).
+        """
+
+
+class IEngineOwner(Interface):
+    """
+    What an engine reports, to the socket that owns it.
+
+    The engine calls these synchronously from L{ProtocolEngine.receive},
+    from its timers and from L{ProtocolEngine.close}.
+    """
+
+    def engine_message(payload):
+        """Every inbound message, before anything else (heartbeats included)."""
+
+    def engine_handshake(cid, data):
+        """
+        The client sent C{#handshake} (server role only; the first one).
+
+        @param cid: the call id to answer, or C{None}.
+        """
+
+    def engine_event(event, data, cid):
+        """
+        The peer sent an event (C{#publish}, C{#subscribe}, an application
+        event, ...).
+
+        @param cid: the call id to answer with L{ProtocolEngine.respond},
+            or C{None} when the peer wants no reply.
+        """
+
+    def engine_raw(message):
+        """An inbound message that is neither an event nor a reply."""
+
+    def engine_pong():
+        """A heartbeat answer arrived (server role)."""
+
+    def engine_error(error):
+        """Something on this connection went wrong (an undecodable message, ...)."""
+
+    def engine_closed(code, reason, was_open):
+        """
+        The connection closed, from either side.  Called once; the requests
+        still waiting for a reply fail right after it.
+
+        @param was_open: whether the handshake had completed.
+        """
+
+
 def valid_cid(cid):
     """
-    Return C{cid} when it is one this server answers, else C{None}.
+    Return C{cid} when it is one this engine answers, else C{None}.
 
-    SocketCluster answers only a truthy cid and echoes it as the C{rid}; we
-    accept integers in JavaScript's safe range and short strings (v14
-    echoes string cids) and refuse anything else rather than echo it back.
+    SocketCluster answers every truthy cid and echoes it as the C{rid}.  We
+    answer positive integers (any a client can send; JavaScript numbers past
+    2**53 arrive as large integers), integral floats (as integers) and
+    strings of at most 128 characters (v14 echoes string cids), and refuse
+    anything else rather than echo it back.
     """
-    if type(cid) is int:
-        if 0 < cid <= _MAX_SAFE_INTEGER:
-            return cid
-        return None
-    if type(cid) is str and 0 < len(cid) <= _MAX_CID_TEXT:
-        return cid
-    if type(cid) is float and cid.is_integer() and 0 < cid <= _MAX_SAFE_INTEGER:
+    kind = type(cid)
+    if kind is int:
+        return cid if cid > 0 else None
+    if kind is str:
+        return cid if 0 < len(cid) <= _MAX_CID_TEXT else None
+    if kind is float and cid.is_integer() and cid > 0:
         return int(cid)
     return None
 
 
-_SERVER_CLOSE_CODES = frozenset([1000, 1001, 1002, 1003, 1007, 1008, 1009, 1011])
+_CLOSE_CODES = {
+    # RFC 6455: 1001 (going away) and 1011 (unexpected condition) are for
+    # servers; a browser's WebSocket API lets a client send 1000 and 3000+.
+    SERVER: frozenset([1000, 1001, 1002, 1003, 1007, 1008, 1009, 1011]),
+    CLIENT: frozenset([1000]),
+}
 
 
-def close_frame_code(code):
+def close_frame_code(code, role=SERVER):
     """
-    Return a code that a server may put into a close frame: C{code} itself
-    when RFC 6455 allows it (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1011,
-    or 3000-4999), otherwise 1000.
+    Return a code that C{role} may put into a close frame: C{code} itself
+    when it is allowed (3000-4999, 1000, and for a server also 1001, 1002,
+    1003, 1007, 1008, 1009 and 1011), otherwise 1000.
     """
-    if type(code) is int and (code in _SERVER_CLOSE_CODES or 3000 <= code <= 4999):
+    if type(code) is int and (code in _CLOSE_CODES[role] or 3000 <= code <= 4999):
         return code
     return 1000
 
@@ -108,45 +194,80 @@ class _PendingAck:
 
 class ProtocolEngine:
     """
-    One SocketCluster connection, server side, without I/O.
+    One SocketCluster connection, without I/O.
 
-    @ivar state: C{'connecting'}, C{'open'} or C{'closed'}.
-    @ivar protocol_version: 1 or 2 once known; C{None} while C{'auto'} has
-        not seen a pong yet.
+    @ivar role: L{SERVER} or L{CLIENT}.
+    @ivar state: C{'connecting'} until L{handshake_done}, then C{'open'};
+        C{'closed'} once closed from either side.
+    @ivar protocol_version: 1 or 2 once known; C{None} while a server
+        engine in C{'auto'} mode has not seen a pong yet.
+    @ivar codec: the L{scserver.interfaces.ICodecEngine} of the connection.
+    @ivar ping_timeout: seconds without a pong (server) or a ping (client)
+        before the connection closes.
     """
 
     _log = Logger()
 
-    def __init__(self, codec, clock, handler, output, *, protocol_version="auto",
+    def __init__(self, codec, clock, owner, output, *, role=SERVER, protocol_version="auto",
                  ping_interval=8.0, ping_timeout=20.0, ping_timeout_disabled=False,
                  handshake_timeout=10.0, ack_timeout=10.0, strict_handshake=True,
-                 batch_duration=None):
+                 batch_duration=None, next_cid=None):
+        """
+        @param codec: the codec (an L{scserver.interfaces.ICodecEngine}).
+        @param clock: an C{IReactorTime}.
+        @param owner: the L{IEngineOwner}.
+        @param output: the L{IEngineOutput}.
+        @param role: L{SERVER} or L{CLIENT}.
+        @param protocol_version: 1, 2, or C{'auto'} (server role only).
+        @param ping_interval: seconds between the server's pings.
+        @param handshake_timeout: seconds the server waits for C{#handshake}.
+        @param strict_handshake: (server) close 4009 on a message before
+            C{#handshake}.
+        @param batch_duration: seconds batched replies wait (see L{respond}).
+        @param next_cid: a callable returning the next call id; the engine
+            counts from 1 by itself when C{None} (a client socket shares one
+            counter across its connections, as socketcluster-client does).
+        """
+        if role not in (SERVER, CLIENT):
+            raise ValueError("role must be SERVER or CLIENT")
+        if protocol_version not in (1, 2) and not (role == SERVER and protocol_version == "auto"):
+            raise ValueError("protocol_version must be 1, 2 or (for a server) 'auto'")
+        self.role = role
         self.codec = codec
         self.clock = clock
-        self.handler = handler
+        self.owner = owner
         self.output = output
         self.state = CONNECTING
         self.protocol_version = None if protocol_version == "auto" else protocol_version
-        self._auto = protocol_version == "auto"
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.ping_timeout_disabled = ping_timeout_disabled
         self.ack_timeout = ack_timeout
-        self.strict_handshake = strict_handshake
+        self.strict_handshake = strict_handshake and role == SERVER
         self.batch_duration = batch_duration
-        self._handshake_received = False
         self._cid = 0
+        self._next_cid = next_cid if next_cid is not None else self._count_cid
         self._pending = {}
         self._batch = []
         self._batch_timer = None
+        self._handshake_received = False
         self._ping_sent = False
         self._ping_loop = None
-        self._pong_timer = None
         self._auto_grace = None
-        self._handshake_timer = clock.callLater(handshake_timeout, self._handshake_timed_out)
+        self._handshake_timer = None
+        # Server: no pong for ping_timeout closes 4001.  Client: no ping
+        # for ping_timeout closes 4000.
+        self._heartbeat_timer = None
+        if role == SERVER:
+            self._handshake_timer = clock.callLater(handshake_timeout, self._handshake_timed_out)
+            if not ping_timeout_disabled:
+                self._ping_loop = clock.callLater(ping_interval, self._ping)
         if not ping_timeout_disabled:
-            self._pong_timer = clock.callLater(ping_timeout, self._pong_timed_out)
-            self._ping_loop = clock.callLater(ping_interval, self._ping)
+            self._heartbeat_timer = clock.callLater(ping_timeout, self._heartbeat_timed_out)
+
+    def _count_cid(self):
+        self._cid += 1
+        return self._cid
 
     # -- inbound ---------------------------------------------------------
 
@@ -158,26 +279,26 @@ class ProtocolEngine:
         """
         if self.state == CLOSED:
             return
-        self.handler.engine_message(payload)
+        self.owner.engine_message(payload)
         if self.state == CLOSED:
             return
-        self._reset_pong_timer()
+        if self.role == SERVER:
+            self._reset_heartbeat()
         if payload == PING_V2:
-            self._pong(2)
+            self._heartbeat(2, payload)
             return
         try:
             obj = self.codec.decode(payload)
         except Exception as e:
-            error = InvalidMessageError("Failed to decode message: {}".format(e))
-            if self.state == CONNECTING and self.strict_handshake:
+            if self.strict_handshake and self.state == CONNECTING:
                 self._violation()
                 return
-            self.handler.engine_error(error)
+            self.owner.engine_error(InvalidMessageError("Failed to decode message: {}".format(e)))
             return
-        if obj == PONG_V1:
-            self._pong(1)
+        if obj == (PONG_V1 if self.role == SERVER else PING_V1):
+            self._heartbeat(1, obj)
             return
-        if self.state == CONNECTING and self.strict_handshake:
+        if self.strict_handshake and self.state == CONNECTING:
             if not (type(obj) is dict and obj.get("event") == "#handshake"):
                 self._violation()
                 return
@@ -194,26 +315,23 @@ class ProtocolEngine:
 
     def _dispatch(self, obj):
         if type(obj) is not dict:
-            self.handler.engine_raw(obj)
+            self.owner.engine_raw(obj)
             return
-        event = obj.get("event", _MISSING)
-        if event is not _MISSING:
+        event = obj.get("event", MISSING)
+        if event is not MISSING:
             cid = obj.get("cid")
             if type(event) is not str:
-                self.handler.engine_error(InvalidMessageError(
+                self.owner.engine_error(InvalidMessageError(
                     "Event names must be strings; got {}".format(type(event).__name__)))
-                cid = valid_cid(cid)
-                if cid is not None:
-                    self.respond(cid, InvalidMessageError("Event name was malformatted"))
+                self.respond(valid_cid(cid), InvalidMessageError("Event name was malformatted"))
                 return
             data = obj.get("data")
-            if event == "#handshake":
-                if self._handshake_received:
-                    return
-                self._handshake_received = True
-                self._cancel(self._handshake_timer)
-                self._handshake_timer = None
-                self.handler.engine_handshake(valid_cid(cid), data)
+            if event == "#handshake" and self.role == SERVER:
+                if not self._handshake_received:
+                    self._handshake_received = True
+                    self._cancel(self._handshake_timer)
+                    self._handshake_timer = None
+                    self.owner.engine_handshake(valid_cid(cid), data)
                 return
             if event == "#disconnect":
                 self._peer_disconnect(data)
@@ -221,31 +339,30 @@ class ProtocolEngine:
             if cid is not None:
                 checked = valid_cid(cid)
                 if checked is None and cid:
-                    self.handler.engine_error(InvalidMessageError(
+                    self.owner.engine_error(InvalidMessageError(
                         "Ignored the invalid cid of a {!r} event".format(event)))
                 cid = checked
-            self.handler.engine_event(event, data, cid)
+            self.owner.engine_event(event, data, cid)
             return
         if "rid" in obj:
-            self._response(obj)
+            self._reply(obj)
             return
-        self.handler.engine_raw(obj)
+        self.owner.engine_raw(obj)
 
-    def _response(self, obj):
+    def _reply(self, obj):
         rid = obj.get("rid")
         if type(rid) is bool:
             return
         try:
             pending = self._pending.pop(rid, None)
         except TypeError:
-            pending = None
+            return
         if pending is None:
             return
-        if pending.timer.active():
-            pending.timer.cancel()
+        self._cancel(pending.timer)
         error = obj.get("error")
-        self._call(pending.callback,
-                   hydrate_error(error) if error is not None else None, obj.get("data"))
+        error = None if error is None or error is False else hydrate_error(error)
+        self._call(pending, error, obj.get("data"))
 
     def _peer_disconnect(self, data):
         code, reason = 1000, None
@@ -258,53 +375,61 @@ class ProtocolEngine:
 
     # -- heartbeat -------------------------------------------------------
 
-    def _reset_pong_timer(self):
-        timer = self._pong_timer
+    def _reset_heartbeat(self):
+        timer = self._heartbeat_timer
         if timer is not None and timer.active():
             timer.reset(self.ping_timeout)
 
-    def _pong(self, version):
-        if self.state == CONNECTING and self.strict_handshake and not self._ping_sent:
+    def _heartbeat(self, version, message):
+        """
+        A heartbeat in the form of C{version} arrived: a pong for a server,
+        a ping for a client.  For a socket that speaks the other version it
+        is raw text.
+        """
+        if self.role == CLIENT:
+            if version != self.protocol_version:
+                self.owner.engine_raw(message)
+                return
+            self._reset_heartbeat()
+            if version == 2:
+                self.output.write(PING_V2)
+            else:
+                self._write_encoded(PONG_V1)
+            return
+        if self.strict_handshake and self.state == CONNECTING and not self._ping_sent:
             self._violation()
             return
         if self.protocol_version is None:
             self.protocol_version = version
         elif self.protocol_version != version:
-            # The other dialect's pong form: for this socket it is raw text.
-            self.handler.engine_raw(PONG_V1 if version == 1 else PING_V2)
+            self.owner.engine_raw(message)
             return
-        if self._auto_grace is not None and self._auto_grace.active():
-            self._auto_grace.cancel()
+        self._cancel(self._auto_grace)
         self._auto_grace = None
-        self.handler.engine_pong()
+        self.owner.engine_pong()
 
     def _ping(self):
         self._ping_loop = self.clock.callLater(self.ping_interval, self._ping)
         self._ping_sent = True
-        version = self.protocol_version
-        if version == 1:
-            self._send_v1_ping()
-        else:
-            self.output.write(PING_V2)
-            if version is None:
-                grace = min(1.0, self.ping_interval / 4.0, self.ping_timeout / 4.0)
-                if self._auto_grace is None or not self._auto_grace.active():
-                    self._auto_grace = self.clock.callLater(grace, self._auto_fallback)
+        if self.protocol_version == 1:
+            self._write_encoded(PING_V1)
+            return
+        self.output.write(PING_V2)
+        if self.protocol_version is None and (
+                self._auto_grace is None or not self._auto_grace.active()):
+            # 'auto': a v1 client ignores the empty ping; if no pong came
+            # shortly, ping the v1 way too.
+            grace = min(1.0, self.ping_interval / 4.0, self.ping_timeout / 4.0)
+            self._auto_grace = self.clock.callLater(grace, self._auto_fallback)
 
     def _auto_fallback(self):
         self._auto_grace = None
         if self.state != CLOSED and self.protocol_version is None:
-            self._send_v1_ping()
+            self._write_encoded(PING_V1)
 
-    def _send_v1_ping(self):
-        try:
-            self.output.write(self.codec.encode(PING_V1))
-        except Exception as e:
-            self.handler.engine_error(e)
-
-    def _pong_timed_out(self):
-        self._pong_timer = None
-        self.close(4001, "", notify_peer=False)
+    def _heartbeat_timed_out(self):
+        self._heartbeat_timer = None
+        self.close(4001 if self.role == SERVER else 4000, "", notify_peer=False)
 
     def _handshake_timed_out(self):
         self._handshake_timer = None
@@ -313,76 +438,138 @@ class ProtocolEngine:
 
     # -- outbound --------------------------------------------------------
 
-    def handshake_done(self):
-        """The handshake succeeded: the connection is open."""
+    def handshake_done(self, ping_timeout=None):
+        """
+        The handshake succeeded: the connection is open.
+
+        @param ping_timeout: (client) the server's C{pingTimeout} in
+            seconds, which replaces the engine's from now on.
+        """
         if self.state != CONNECTING:
             return
         self.state = OPEN
         self._cancel(self._handshake_timer)
         self._handshake_timer = None
+        if ping_timeout is not None:
+            self.ping_timeout = ping_timeout
+            self._reset_heartbeat()
+
+    def _write_encoded(self, packet):
+        try:
+            payload = self.codec.encode(packet)
+        except Exception as e:
+            self.owner.engine_error(e)
+            return False
+        self.output.write(payload)
+        return True
 
     def send_packet(self, packet):
         """
         Encode and send C{packet}.
 
-        @return: C{True} when it was written; C{False} when the socket is
-            closed or the packet could not be encoded (reported to the
-            handler as an error).
+        @return: C{True} when it was written; C{False} when the connection
+            is closed or the packet could not be encoded (reported to the
+            owner as an error).
         """
         if self.state == CLOSED:
             return False
-        try:
-            payload = self.codec.encode(packet)
-        except Exception as e:
-            self.handler.engine_error(e)
-            return False
-        self.output.write(payload)
-        return True
+        return self._write_encoded(packet)
 
-    def emit(self, event, data=_MISSING, callback=None, timeout=None):
+    def emit(self, event, data=MISSING, callback=None, timeout=DEFAULT_TIMEOUT, cid=None):
         """
         Send an event; with a C{callback(error, data)} ask for a reply.
 
-        The callback gets a L{TimeoutError} when no reply came within the
-        ack timeout, or when the packet could not be sent.
+        The callback gets the peer's reply (its error hydrated, or C{None}),
+        a L{scserver.errors.TimeoutError} when no reply came in time, or a
+        L{scserver.errors.BadConnectionError} when the connection closed
+        first (at once when it is closed already).
 
+        @param data: the event data; left out of the packet when not given.
+        @param timeout: seconds to wait for the reply; the engine's
+            C{ack_timeout} by default; C{None} waits as long as the
+            connection lives.
+        @param cid: the call id to use (a client reserves one for an event
+            it buffered); the next one by default.
         @return: the cid used, or C{None}.
+        @raise Exception: when the codec cannot encode the packet; then
+            nothing was sent and the callback is not called.
         """
         packet = {"event": event}
-        if data is not _MISSING:
+        if data is not MISSING:
             packet["data"] = data
-        if callback is not None and self.state == CLOSED:
-            callback(BadConnectionError(
-                "Event '{}' was aborted due to a bad connection".format(event),
-                type="disconnect"), None)
+        if self.state == CLOSED:
+            if callback is not None:
+                callback(self._aborted(event, None, None, True), None)
             return None
         if callback is None:
-            self.send_packet(packet)
+            self.output.write(self.codec.encode(packet))
             return None
-        self._cid += 1
-        cid = self._cid
+        if cid is None:
+            cid = self._next_cid()
         packet["cid"] = cid
-        timer = self.clock.callLater(
-            self.ack_timeout if timeout is None else timeout, self._ack_timed_out, cid)
+        payload = self.codec.encode(packet)
+        if timeout is DEFAULT_TIMEOUT:
+            timeout = self.ack_timeout
+        timer = None if timeout is None else self.clock.callLater(
+            timeout, self._ack_timed_out, cid)
         self._pending[cid] = _PendingAck(event, callback, timer)
-        if not self.send_packet(packet):
-            self._pending.pop(cid, None)
-            timer.cancel()
-            callback(TimeoutError("Event response for '{}' could not be sent".format(event)), None)
+        self.output.write(payload)
         return cid
+
+    def invoke(self, event, data=MISSING, timeout=DEFAULT_TIMEOUT):
+        """
+        Send C{event} and wait for the reply.
+
+        @return: a Deferred firing with the reply data.  It fails with the
+            peer's error (hydrated; a value that is not an error is wrapped
+            by L{scserver.errors.as_exception}), a
+            L{scserver.errors.TimeoutError}, a
+            L{scserver.errors.BadConnectionError}, or the codec's error when
+            the packet cannot be encoded.  Cancelling it forgets the request.
+        """
+        cids = []
+
+        def cancel(_):
+            if cids:
+                self.forget(cids[0])
+
+        d = Deferred(cancel)
+
+        def callback(error, reply):
+            if d.called:
+                return
+            if error is not None:
+                d.errback(as_exception(error))
+            else:
+                d.callback(reply)
+
+        try:
+            cids.append(self.emit(event, data, callback, timeout))
+        except Exception as e:
+            d.errback(e)
+        return d
+
+    def forget(self, cid):
+        """Stop waiting for the reply to C{cid}; its callback is never called."""
+        pending = self._pending.pop(cid, None)
+        if pending is not None:
+            self._cancel(pending.timer)
 
     def _ack_timed_out(self, cid):
         pending = self._pending.pop(cid, None)
         if pending is not None:
-            self._call(pending.callback,
-                       TimeoutError("Event response for '{}' timed out".format(pending.event)),
-                       None)
+            pending.timer = None
+            self._call(pending, TimeoutError(
+                "Event response for '{}' timed out".format(pending.event)), None)
 
     def respond(self, cid, error=None, data=None, batch=False):
         """
         Reply to the request C{cid}: C{{"rid": cid}} with C{error}
         (dehydrated) when it is not C{None} or C{False}, and C{data} when it
-        is not C{None}.
+        is not C{None}.  Nothing is sent when C{cid} is C{None}.
+
+        A reply the codec cannot encode is reported to the owner, and an
+        L{scserver.errors.InvalidMessageError} reply goes instead.
 
         With C{batch}, the reply is queued and sent in one array with the
         other batched replies after the batch duration.
@@ -400,8 +587,8 @@ class ProtocolEngine:
                 self._batch_timer = self.clock.callLater(
                     self.batch_duration or 0, self._flush_batch)
             return
-        if not self.send_packet(packet) and self.state != CLOSED:
-            self.send_packet({"rid": cid, "error": dehydrate_error(
+        if not self._write_encoded(packet):
+            self._write_encoded({"rid": cid, "error": dehydrate_error(
                 InvalidMessageError("The response could not be encoded"))})
 
     def _flush_batch(self):
@@ -409,7 +596,7 @@ class ProtocolEngine:
         self._batch_timer = None
         batch, self._batch = self._batch, []
         if batch:
-            self.send_packet(batch)
+            self._write_encoded(batch)
 
     def send_raw(self, data):
         """Send C{data} as it is, without the codec (C{str} text, C{bytes} binary)."""
@@ -422,57 +609,75 @@ class ProtocolEngine:
         """
         Close the connection with C{code}.
 
-        With C{notify_peer}, a C{#disconnect} event carrying the code and
-        the reason goes first (protocol v1 clients read the reason there);
-        the close frame carries the reason too (v2 clients read it there).
+        With C{notify_peer} the close is announced in the role's dialect: a
+        server sends a C{#disconnect} event with the code and the reason
+        (unless the peer speaks v2) and puts the reason in the close frame;
+        a v1 client that is open sends C{#disconnect}, a v2 client puts the
+        reason in the close frame.  Without it (a failure rather than a
+        disconnect) a client sends the bare code.
         """
         if self.state == CLOSED:
             return
         if self._batch:
             self._flush_batch()
-        if notify_peer and self.protocol_version != 2:
+        frame_reason = close_frame_reason(reason)
+        if self.role == SERVER:
+            announce = notify_peer and self.protocol_version != 2
+        else:
+            announce = notify_peer and self.protocol_version == 1 and self.state == OPEN
+            if not (notify_peer and self.protocol_version == 2):
+                frame_reason = ""
+        if announce:
             packet = {"code": code}
             if reason is not None:
                 packet["data"] = reason
-            self.send_packet({"event": "#disconnect", "data": packet})
-        was_open = self.state == OPEN
-        self.state = CLOSED
-        self._stop_timers()
-        self.output.close(close_frame_code(code), close_frame_reason(reason))
-        self.handler.engine_closed(code, reason, was_open)
+            self._write_encoded({"event": "#disconnect", "data": packet})
+        self._shut(code, reason, (close_frame_code(code, self.role), frame_reason))
 
     def connection_lost(self, code, reason):
-        """The transport closed (the peer closed, or the connection dropped)."""
-        if self.state == CLOSED:
-            return
+        """
+        The connection is gone (the peer closed it, it dropped, or its
+        owner cut it off) with C{code} and C{reason}.
+        """
+        if self.state != CLOSED:
+            self._shut(code, reason, None)
+
+    def _shut(self, code, reason, close_frame):
         was_open = self.state == OPEN
         self.state = CLOSED
-        self._stop_timers()
-        self.handler.engine_closed(code, reason, was_open)
-
-    def _stop_timers(self):
-        for timer in (self._handshake_timer, self._pong_timer, self._ping_loop,
+        for timer in (self._handshake_timer, self._heartbeat_timer, self._ping_loop,
                       self._auto_grace, self._batch_timer):
             self._cancel(timer)
-        self._handshake_timer = self._pong_timer = self._ping_loop = None
+        self._handshake_timer = self._heartbeat_timer = self._ping_loop = None
         self._auto_grace = self._batch_timer = None
         self._batch = []
         pending, self._pending = self._pending, {}
         for ack in pending.values():
             self._cancel(ack.timer)
+        if close_frame is not None:
+            self.output.close(*close_frame)
+        self.owner.engine_closed(code, reason, was_open)
         # v14 lets pending acks time out; failing them at once is kinder and
         # frees their memory (v15+ does the same).
         for ack in pending.values():
-            self._call(ack.callback, BadConnectionError(
-                "Event '{}' was aborted due to a bad connection".format(ack.event),
-                type="disconnect"), None)
+            self._call(ack, self._aborted(ack.event, code, reason, was_open), None)
 
-    def _call(self, callback, error, data):
+    @staticmethod
+    def _aborted(event, code, reason, was_open):
+        error = BadConnectionError(
+            "Event '{}' was aborted due to a bad connection".format(event),
+            type="disconnect" if was_open else "connectAbort")
+        error.code = code
+        error.reason = reason
+        return error
+
+    def _call(self, pending, error, data):
         """Call an acknowledgement callback; its exceptions are logged, not raised."""
         try:
-            callback(error, data)
+            pending.callback(error, data)
         except Exception:
-            self._log.failure("Error in the acknowledgement callback of an event")
+            self._log.failure("Error in the acknowledgement callback of {event!r}",
+                              event=pending.event)
 
     @staticmethod
     def _cancel(timer):

@@ -3,9 +3,11 @@ The autobahn/Twisted adapter: WebSocket framing and the HTTP upgrade.
 
 L{SCServerProtocol} is a thin adapter between autobahn's
 C{WebSocketServerProtocol} and L{scserver.socket.SCServerSocket}: it checks
-the upgrade request (path, origin, C{handshakeWS} middleware), then hands
-every message to the socket's protocol engine and executes what the engine
-asks for (write a payload, close).
+the upgrade request (path, origin, C{handshakeWS} middleware), has the server
+make the socket (L{scserver.SCServer.accept}), feeds it every message
+(L{scserver.SCServerSocket.receive}) and the end of the connection
+(L{scserver.SCServerSocket.connection_lost}), and is the socket's output
+(L{scserver.socket.IServerSocketOutput}): it writes payloads and closes.
 """
 
 import fnmatch
@@ -132,7 +134,7 @@ class SCServerProtocol(WebSocketServerProtocol):
         origin = request.origin
         if not origin_allowed(origin, server.options["origins"]):
             error_message = "Failed to authorize socket handshake - Invalid origin: {}".format(origin)
-            server._emit("warning", ServerProtocolError(error_message))
+            server.emit("warning", ServerProtocolError(error_message))
             raise ConnectionDeny(403, error_message)
         query = ""
         raw = getattr(self, "http_request_uri", None)
@@ -141,7 +143,7 @@ class SCServerProtocol(WebSocketServerProtocol):
         address = getattr(self.transport.getPeer(), "host", None)
         self.sc_request = UpgradeRequest(
             path + query, dict(request.headers), origin, request.peer, request.params, address)
-        blocked = server._middleware.run(
+        blocked = server.middleware.run(
             MIDDLEWARE_HANDSHAKE_WS, Request(MIDDLEWARE_HANDSHAKE_WS, request=self.sc_request))
         if blocked is None:
             return None
@@ -171,15 +173,13 @@ class SCServerProtocol(WebSocketServerProtocol):
 
     def onOpen(self):
         """The WebSocket is open: create the L{scserver.SCServerSocket}."""
-        from .socket import SCServerSocket
         self._outbound_limit = self.factory.server.options["max_outbound_buffer"]
         self._paused_bytes = None
         # Behind twisted.web the HTTP channel is the transport's producer
         # already; there the limit does not apply.
         if self._outbound_limit is not None and getattr(self.transport, "producer", None) is None:
             self.transport.registerProducer(_Backpressure(self), True)
-        self.sc_socket = SCServerSocket(self.factory.server, self, self.sc_request)
-        self.factory.server._emit("handshake", self.sc_socket)
+        self.sc_socket = self.factory.server.accept(self, self.sc_request)
 
     def _queued(self, size):
         """
@@ -199,23 +199,18 @@ class SCServerProtocol(WebSocketServerProtocol):
             id=socket.id if socket else None, size=self._paused_bytes)
         self._paused_bytes = None
         if socket is not None:
-            socket._engine.close(1008, "Outbound buffer limit exceeded", notify_peer=False)
+            socket.connection_lost(1008, "Outbound buffer limit exceeded")
         self.dropConnection(abort=True)
         return False
 
     def onMessage(self, payload, isBinary):
-        """Hand one message to the socket's protocol engine."""
+        """Hand one message to the socket (autobahn checked a text frame's UTF-8)."""
         socket = self.sc_socket
-        if socket is None:
-            return
-        try:
-            socket._engine.receive(payload if isBinary else payload.decode("utf-8"))
-        except Exception:
-            self._log.failure("Unexpected error handling a message of socket {id}", id=socket.id)
-            socket._engine.close(1011, "Server error")
+        if socket is not None:
+            socket.receive(payload if isBinary else payload.decode("utf-8"))
 
     def onClose(self, wasClean, code, reason):
-        """Tell the protocol engine the connection closed, with the code that applies."""
+        """Tell the socket the connection closed, with the code that applies."""
         socket = self.sc_socket
         if socket is not None:
             if self.closedByMe and self.localCloseCode not in (None, 1000):
@@ -224,10 +219,7 @@ class SCServerProtocol(WebSocketServerProtocol):
                 code, reason = self.localCloseCode, self.localCloseReason
             if code is None:
                 code = 1005 if wasClean else 1006
-            try:
-                socket._engine.connection_lost(code, reason or None)
-            except Exception:
-                self._log.failure("Unexpected error closing socket {id}", id=socket.id)
+            socket.connection_lost(code, reason or None)
 
     def connectionLost(self, reason):
         """Make sure the socket is closed, and fire L{closed}."""
@@ -241,8 +233,8 @@ class SCServerProtocol(WebSocketServerProtocol):
             self.closeHandshakeTimeoutCall = None
             call.cancel()
         socket = self.sc_socket
-        if socket is not None and socket._engine.state != "closed":
-            socket._engine.connection_lost(1006, None)
+        if socket is not None:
+            socket.connection_lost(1006, None)
         closed, self.closed = self.closed, None
         if closed is not None:
             closed.callback(None)

@@ -1,28 +1,29 @@
 """
 SocketCluster's error classes, and their wire form.
 
-Every class has a ``name`` equal to its class name, as in ``sc-errors``.  Extra
-fields (``expiry``, ``date``, ``type``, ``code``) are instance attributes and
+Every class has a C{name} equal to its class name, as in C{sc-errors}.  Extra
+fields (C{expiry}, C{date}, C{type}, C{code}) are instance attributes and
 travel to the client as members of the dehydrated error object.
 
-:func:`dehydrate_error` turns an error into what goes on the wire:
+L{dehydrate_error} turns an error into what goes on the wire:
 
-- ``None`` stays ``None``; a string, number, boolean, list or dict passes
-  through unchanged (SocketCluster sends ``"error": "text"`` and
-  ``"error": true`` as they are);
-- an instance of a built-in exception class (``ValueError("x")``) becomes
-  ``{"message": "x"}`` only, like a plain JavaScript ``Error`` whose name was
-  never assigned;
-- any other exception becomes ``{"message": ..., "name": ..., <public
-  attributes>}``: ``name`` is the ``name`` attribute when it is a string, else
-  the class name; public attributes are the instance's attributes not
-  starting with ``_``.
+  - C{None} stays C{None}; a string, number, boolean, list or dict passes
+    through unchanged (SocketCluster sends C{"error": "text"} and
+    C{"error": true} as they are);
+  - an instance of a built-in exception class (C{ValueError("x")}) becomes
+    C{{"message": "x"}} only, like a plain JavaScript C{Error} whose name was
+    never assigned;
+  - any other exception becomes C{{"message": ..., "name": ..., <public
+    attributes>}}: C{name} is the C{name} attribute when it is a string, else
+    the class name; public attributes are the instance's attributes not
+    starting with C{_}, other than C{message}, C{name} and C{args}.
 
-:func:`hydrate_error` turns a wire error back into an exception.
+L{hydrate_error} turns a wire error back into an exception.
 """
 
 import builtins
 import datetime
+import json
 
 __all__ = [
     "SCError",
@@ -50,6 +51,8 @@ __all__ = [
     "SOCKET_PROTOCOL_IGNORE_STATUSES",
     "dehydrate_error",
     "hydrate_error",
+    "as_exception",
+    "socket_protocol_error",
 ]
 
 
@@ -82,7 +85,7 @@ class SCError(Exception):
 
 
 class AuthTokenExpiredError(SCError):
-    """The auth token has expired.  ``expiry`` is when (an ISO date or a number)."""
+    """The auth token has expired.  C{expiry} is when (an ISO date or a number)."""
 
     def __init__(self, message="", expiry=None):
         super().__init__(message, expiry=expiry)
@@ -93,7 +96,7 @@ class AuthTokenInvalidError(SCError):
 
 
 class AuthTokenNotBeforeError(SCError):
-    """The auth token is not active yet.  ``date`` is when it becomes active."""
+    """The auth token is not active yet.  C{date} is when it becomes active."""
 
     def __init__(self, message="", date=None):
         super().__init__(message, date=date)
@@ -108,7 +111,7 @@ class AuthError(SCError):
 
 
 class SilentMiddlewareBlockedError(SCError):
-    """A middleware blocked an action silently.  ``type`` is the middleware type."""
+    """A middleware blocked an action silently.  C{type} is the middleware type."""
 
     def __init__(self, message="", type=None):
         super().__init__(message, type=type)
@@ -131,7 +134,7 @@ class InvalidMessageError(SCError):
 
 
 class SocketProtocolError(SCError):
-    """The connection closed with a SocketCluster close code (``code``)."""
+    """The connection closed with a SocketCluster close code (C{code})."""
 
     def __init__(self, message="", code=None):
         super().__init__(message, code=code)
@@ -154,7 +157,7 @@ class TimeoutError(SCError, builtins.TimeoutError):
 
 
 class BadConnectionError(SCError):
-    """The connection went away; ``type`` is ``'disconnect'`` or ``'connectAbort'``."""
+    """The connection went away; C{type} is C{'disconnect'} or C{'connectAbort'}."""
 
     def __init__(self, message="", type=None):
         super().__init__(message, type=type)
@@ -165,7 +168,7 @@ class BrokerError(SCError):
 
 
 class ProcessExitError(SCError):
-    """A process exited (``code`` is its exit code)."""
+    """A process exited (C{code} is its exit code)."""
 
     def __init__(self, message="", code=None):
         super().__init__(message, code=code)
@@ -178,7 +181,7 @@ class UnknownError(SCError):
 class RemoteError(SCError):
     """
     An error received from the peer whose name is not one of SocketCluster's
-    classes.  Its ``name`` is the name the peer sent.
+    classes.  Its C{name} is the name the peer sent.
     """
 
     def __init__(self, message="", name="Error", **fields):
@@ -280,6 +283,9 @@ def hydrate_error(obj):
     L{RemoteError} carrying the name), with every other member as an
     attribute.  C{None} stays C{None}; any other value (a string, C{True})
     is returned unchanged.
+
+    @param obj: the C{error} member of a reply, as decoded.
+    @return: an exception, or C{obj} itself when it is not a dict.
     """
     if not isinstance(obj, dict):
         return obj
@@ -301,3 +307,41 @@ def hydrate_error(obj):
     for key, value in fields.items():
         setattr(error, key, value)
     return error
+
+
+def as_exception(error):
+    """
+    Return a wire error as an exception to fail a Deferred with.
+
+    A hydrated error is returned as it is; any other value the peer sent as
+    its error (a string, C{True}, a number) becomes a L{RemoteError} named
+    C{"Error"} whose C{value} is the original and whose message is the
+    string itself, or the value in JSON.
+
+    @param error: a hydrated error (see L{hydrate_error}) or any other value.
+    @return: an exception.
+    """
+    if isinstance(error, BaseException):
+        return error
+    message = error if isinstance(error, str) else json.dumps(error, default=str)
+    return RemoteError(message, name="Error", value=error)
+
+
+def socket_protocol_error(code, reason=None):
+    """
+    Return the L{SocketProtocolError} a socket reports when it closes with
+    C{code}, or C{None} for the codes of a normal close
+    (L{SOCKET_PROTOCOL_IGNORE_STATUSES}).
+
+    @param code: the WebSocket close code.
+    @param reason: the close reason, used in the message of a code that
+        L{SOCKET_PROTOCOL_ERROR_STATUSES} does not list.
+    """
+    if code in SOCKET_PROTOCOL_IGNORE_STATUSES:
+        return None
+    message = SOCKET_PROTOCOL_ERROR_STATUSES.get(code)
+    if message is None:
+        message = "Socket connection closed with status code {}".format(code)
+        if reason:
+            message += " and reason: {}".format(reason)
+    return SocketProtocolError(message, code=code)

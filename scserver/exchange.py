@@ -6,9 +6,11 @@ The exchange subscribes the broker (L{scserver.interfaces.IBroker}) to a
 channel once per process, when the channel gets its first local subscriber
 (a socket, or a subscribed L{SCChannel}), and unsubscribes it when the last
 one leaves.  The broker hands every publication on a subscribed channel to
-L{Exchange._deliver}, which encodes and frames it once for every socket
-subscribed to it (unless C{publishOut} middleware is registered, which needs
-a copy per recipient), then calls the watchers of the server-side channel.
+L{Exchange.deliver}, which wraps it in a L{Publication} and hands that to
+every socket subscribed to the channel (L{scserver.SCServerSocket.deliver}),
+then calls the watchers of the server-side channel.  A publication is
+encoded and framed at most once per codec in use, however many sockets
+receive it.
 """
 
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
@@ -16,9 +18,56 @@ from twisted.logger import Logger
 
 from ._events import EventEmitter
 from .errors import InvalidArgumentsError
-from .middleware import MIDDLEWARE_PUBLISH_OUT
 
-__all__ = ["Exchange", "SCChannel"]
+__all__ = ["Exchange", "SCChannel", "Publication"]
+
+
+class Publication:
+    """
+    One publication on its way to the sockets of this process.
+
+    @ivar channel: the channel name.
+    @ivar data: the published data (shared by every recipient: do not
+        change it).
+    """
+
+    __slots__ = ("channel", "data", "_prepare", "_warn", "_frames")
+
+    def __init__(self, channel, data, prepare, warn):
+        """
+        @param prepare: frames an encoded payload once for many connections
+            (C{str}: a text message, C{bytes}: binary).
+        @param warn: called with an error the first time a codec cannot
+            encode this publication.
+        """
+        self.channel = channel
+        self.data = data
+        self._prepare = prepare
+        self._warn = warn
+        self._frames = {}
+
+    def frame(self, codec):
+        """
+        Return this publication as a C{#publish} event encoded with C{codec}
+        and framed, the same object for every socket that uses C{codec}.
+
+        @return: the prepared message, or C{None} when C{codec} cannot
+            encode it (reported once; the sockets on other codecs still get
+            theirs).
+        """
+        key = id(codec)
+        try:
+            return self._frames[key]
+        except KeyError:
+            pass
+        packet = {"event": "#publish", "data": {"channel": self.channel, "data": self.data}}
+        try:
+            prepared = self._prepare(codec.encode(packet))
+        except Exception as e:
+            prepared = None
+            self._warn(e)
+        self._frames[key] = prepared
+        return prepared
 
 
 class SCChannel(EventEmitter):
@@ -67,7 +116,7 @@ class SCChannel(EventEmitter):
             if self.state == self.PENDING:
                 self.state = self.SUBSCRIBED
                 self._emit("subscribe", self.name)
-                self._exchange._emit("subscribe", self.name)
+                self._exchange._channel_event("subscribe", self.name)
             return self
 
         def failed(failure):
@@ -84,7 +133,7 @@ class SCChannel(EventEmitter):
         self.state = self.UNSUBSCRIBED
         self._exchange._release(self.name)
         self._emit("unsubscribe", self.name)
-        self._exchange._emit("unsubscribe", self.name)
+        self._exchange._channel_event("unsubscribe", self.name)
 
     def is_subscribed(self, include_pending=False):
         """Return True when subscribed (or pending, with C{include_pending})."""
@@ -131,10 +180,17 @@ class Exchange(EventEmitter):
 
     _log = Logger()
 
-    def __init__(self, server, broker):
+    def __init__(self, broker, prepare, warn):
+        """
+        @param broker: the L{scserver.interfaces.IBroker}.
+        @param prepare: frames an encoded payload once for many connections
+            (see L{Publication}).
+        @param warn: called with the errors of a fan-out.
+        """
         EventEmitter.__init__(self)
-        self._server = server
         self.broker = broker
+        self._prepare = prepare
+        self._warn = warn
         self._channels = {}
         self._sockets = {}
         self._broker_channels = {}
@@ -183,11 +239,7 @@ class Exchange(EventEmitter):
         if channel is None:
             return
         channel.unwatch()
-        if channel.state != SCChannel.UNSUBSCRIBED:
-            channel.state = SCChannel.UNSUBSCRIBED
-            self._release(name)
-            channel._emit("unsubscribe", name)
-            self._emit("unsubscribe", name)
+        channel.unsubscribe()
 
     def subscriptions(self, include_pending=False):
         """Return the names of the server's subscribed channels."""
@@ -270,7 +322,16 @@ class Exchange(EventEmitter):
             lambda f: self._log.failure(
                 "Failed to unsubscribe the broker from {channel!r}", f, channel=channel))
 
-    def _add_socket(self, socket, channel):
+    def _channel_event(self, event, name):
+        self._emit(event, name)
+
+    def add_subscriber(self, socket, channel):
+        """
+        Note that C{socket} subscribed to C{channel} (called by the socket).
+
+        @return: a Deferred that fires once the broker is subscribed to the
+            channel.
+        """
         sockets = self._sockets.get(channel)
         if sockets is None:
             sockets = self._sockets[channel] = {}
@@ -287,7 +348,8 @@ class Exchange(EventEmitter):
 
         return d.addErrback(failed)
 
-    def _remove_socket(self, socket, channel):
+    def remove_subscriber(self, socket, channel):
+        """Note that C{socket} left C{channel} (called by the socket)."""
         sockets = self._sockets.get(channel)
         if sockets is None or socket not in sockets:
             return
@@ -298,33 +360,17 @@ class Exchange(EventEmitter):
 
     # -- delivery --------------------------------------------------------
 
-    def _deliver(self, channel, data):
-        """Hand a publication from the broker to the local subscribers."""
+    def deliver(self, channel, data):
+        """
+        Hand a publication from the broker to the local subscribers of
+        C{channel}: every socket, then the watchers of the server-side
+        channel (the C{deliver} callable of L{scserver.interfaces.IBroker}).
+        """
         sockets = self._sockets.get(channel)
         if sockets:
-            self._fan_out(channel, data, list(sockets))
+            publication = Publication(channel, data, self._prepare, self._warn)
+            for socket in list(sockets):
+                socket.deliver(publication)
         server_channel = self._channels.get(channel)
         if server_channel is not None and server_channel.state == SCChannel.SUBSCRIBED:
             server_channel._deliver(data)
-
-    def _fan_out(self, channel, data, sockets):
-        server = self._server
-        if server._middleware.has(MIDDLEWARE_PUBLISH_OUT):
-            for socket in sockets:
-                socket._deliver(channel, data)
-            return
-        packet = {"event": "#publish", "data": {"channel": channel, "data": data}}
-        # Encoded and framed once per codec: sockets keep the codec they
-        # connected with, even if set_codec_engine() changed it since.
-        prepared = {}
-        for socket in sockets:
-            codec = socket._engine.codec
-            message = prepared.get(id(codec))
-            if message is None:
-                try:
-                    message = prepared[id(codec)] = server._prepare_message(
-                        codec.encode(packet))
-                except Exception as e:
-                    server._emit("warning", e)
-                    return
-            socket._deliver_prepared(message)

@@ -8,7 +8,7 @@ from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger
 
 from ._events import EventEmitter
-from .errors import InvalidArgumentsError, InvalidOptionsError
+from .errors import InvalidActionError, InvalidArgumentsError, InvalidOptionsError
 from .exchange import Exchange
 from .middleware import (
     MIDDLEWARE_AUTHENTICATE,
@@ -20,41 +20,39 @@ from .middleware import (
     MIDDLEWARE_SUBSCRIBE,
     MiddlewareChain,
 )
-from .options import validate_options
+from .options import resolve_broker, resolve_codec_engine, validate_options
+from .socket import SCServerSocket
 
 __all__ = ["SCServer", "listen"]
 
 
-def _resolve_codec(codec):
-    if codec is None or codec == "json":
-        from .codec import JSONCodec
-        return JSONCodec()
-    if codec in ("min-bin", "minbin", "msgpack"):
-        from .codec import MinBinCodec
-        return MinBinCodec()
-    if isinstance(codec, str):
-        raise InvalidOptionsError("Unknown codec engine {!r}".format(codec))
-    if not (hasattr(codec, "encode") and hasattr(codec, "decode")):
-        raise InvalidOptionsError("The codec engine must have encode() and decode()")
-    return codec
+class _SocketRegistry:
+    """
+    The sockets of one server by state, and the connections to wait for on
+    close (an L{scserver.socket.ISocketRegistry}).
+    """
 
+    def __init__(self):
+        self.pending = {}
+        self.clients = {}
+        self.connections = {}
 
-def _resolve_broker(broker, reactor):
-    if broker is None or broker == "memory":
-        from .brokers.memory import MemoryBroker
-        return MemoryBroker()
-    if isinstance(broker, str):
-        if broker.startswith(("redis://", "rediss://", "unix://")):
-            try:
-                from .brokers.redis import RedisBroker
-            except ImportError:
-                raise InvalidOptionsError("The Redis broker is not available in this version")
-            return RedisBroker.from_url(broker, reactor=reactor)
-        raise InvalidOptionsError("Unknown broker {!r}".format(broker))
-    for name in ("start", "subscribe", "unsubscribe", "publish", "stop"):
-        if not hasattr(broker, name):
-            raise InvalidOptionsError("The broker must provide IBroker (missing {})".format(name))
-    return broker
+    def add(self, socket, output):
+        """A new socket, in its handshake, writing to C{output}."""
+        self.pending[socket.id] = socket
+        if getattr(output, "closed", None) is not None:
+            self.connections[socket.id] = output
+
+    def promote(self, socket):
+        """C{socket} completed its handshake."""
+        self.pending.pop(socket.id, None)
+        self.clients[socket.id] = socket
+
+    def remove(self, socket):
+        """C{socket} closed."""
+        self.pending.pop(socket.id, None)
+        self.clients.pop(socket.id, None)
+        self.connections.pop(socket.id, None)
 
 
 class SCServer(EventEmitter, Service):
@@ -69,6 +67,11 @@ class SCServer(EventEmitter, Service):
     @ivar reactor: the reactor this server uses.
     @ivar codec: the L{scserver.interfaces.ICodecEngine} in use.
     @ivar auth_engine: the L{scserver.interfaces.IAuthEngine} in use.
+    @ivar auth_config: the L{scserver.auth.AuthConfig}: keys, algorithms,
+        default expiry and leeway (they may be changed at run time, e.g. to
+        rotate keys).
+    @ivar middleware: the L{scserver.middleware.MiddlewareChain} of this
+        server (add to it with L{add_middleware}).
     @ivar exchange: the L{scserver.exchange.Exchange}.
     @ivar factory: the autobahn C{WebSocketServerFactory} to listen with.
     @ivar clients: socket id → L{scserver.SCServerSocket}, past the handshake.
@@ -91,23 +94,24 @@ class SCServer(EventEmitter, Service):
             from twisted.internet import reactor
         self.reactor = reactor
         self.options = validate_options(options)
-        self.codec = _resolve_codec(self.options["codec_engine"])
-        self._middleware = MiddlewareChain(
+        self.codec = resolve_codec_engine(self.options["codec_engine"])
+        self.middleware = MiddlewareChain(
             self._warn, emit_warnings=self.options["middleware_emit_warnings"])
         from .auth import AuthConfig, JWTAuthEngine
-        self._auth_config = AuthConfig.from_options(self.options, log=self._log)
+        self.auth_config = AuthConfig.from_options(self.options, log=self._log)
         self.auth_engine = JWTAuthEngine(now=getattr(reactor, "seconds", None))
-        self.broker = _resolve_broker(self.options["broker"], reactor)
-        self.exchange = Exchange(self, self.broker)
-        self.clients = {}
-        self.pending_clients = {}
+        self.broker = resolve_broker(self.options["broker"], reactor)
+        self.exchange = Exchange(self.broker, self._prepare_message, self._warn)
+        self._registry = _SocketRegistry()
+        self.clients = self._registry.clients
+        self.pending_clients = self._registry.pending
         self.is_ready = False
         self._ports = []
-        self._protocols = set()
         self._resource = None
         from ._transport import SCServerFactory
         self.factory = SCServerFactory(self, reactor)
         self._start = None
+        self._closing = None
 
     def __repr__(self):
         return "<SCServer {} clients>".format(len(self.clients))
@@ -145,7 +149,7 @@ class SCServer(EventEmitter, Service):
 
     def set_codec_engine(self, codec):
         """Use C{codec} (an L{scserver.interfaces.ICodecEngine}) for new sockets."""
-        self.codec = _resolve_codec(codec)
+        self.codec = resolve_codec_engine(codec)
 
     def set_auth_engine(self, engine):
         """Use C{engine} (an L{scserver.interfaces.IAuthEngine}) to sign and verify tokens."""
@@ -160,22 +164,40 @@ class SCServer(EventEmitter, Service):
 
         @raise InvalidArgumentsError: for an unknown type.
         """
-        self._middleware.add(type, fn)
+        self.middleware.add(type, fn)
 
     def remove_middleware(self, type, fn):
         """Remove the middleware C{fn} of C{type}."""
-        self._middleware.remove(type, fn)
+        self.middleware.remove(type, fn)
+
+    # -- events ----------------------------------------------------------
+
+    def emit(self, event, *args):
+        """
+        Fire the server event C{event} (C{'connection'}, C{'warning'}, ...)
+        with C{args}: every handler added with L{on} is called.
+
+        @return: whether any handler was called.
+        """
+        return self._emit(event, *args)
 
     # -- service ---------------------------------------------------------
 
     def startService(self):
-        """Start the broker; the C{'ready'} event follows once it is ready."""
+        """
+        Start the broker; the C{'ready'} event follows once it is ready.
+
+        @raise InvalidActionError: while a L{close} is still under way.
+        """
+        if self._closing is not None:
+            raise InvalidActionError(
+                "The server is still closing; listen again once close() has fired")
         Service.startService(self)
         self._ensure_started()
 
     def _ensure_started(self):
         if self._start is None:
-            self._start = maybeDeferred(self.broker.start, self.exchange._deliver)
+            self._start = maybeDeferred(self.broker.start, self.exchange.deliver)
             self._start.addCallbacks(self._ready, self._broker_failed)
         return self._start
 
@@ -189,16 +211,17 @@ class SCServer(EventEmitter, Service):
 
     def stopService(self):
         """Close the server (see L{close})."""
-        Service.stopService(self)
         return self.close()
 
     def listen(self, endpoint):
         """
         Listen for connections on C{endpoint}: an endpoint description
         string (C{"tcp:8000:interface=127.0.0.1"}), a port number, or an
-        C{IStreamServerEndpoint}.  Starts the server if needed.
+        C{IStreamServerEndpoint}.  Starts the server if needed; a server
+        that was closed starts again.
 
         @return: a Deferred firing with the C{IListeningPort}.
+        @raise InvalidActionError: while a L{close} is still under way.
         """
         from twisted.internet.endpoints import TCP4ServerEndpoint, serverFromString
         if isinstance(endpoint, int):
@@ -220,57 +243,71 @@ class SCServer(EventEmitter, Service):
 
     def close(self):
         """
-        Stop listening, close every socket, stop the broker.
+        Stop the service: stop listening, close every socket (1001), stop
+        the broker.  Once the returned Deferred has fired, L{listen} starts
+        the server again; before that it raises.
 
-        @return: a Deferred firing when every port stopped listening and
-            every connection is closed.
+        @return: a Deferred firing when every port stopped listening, every
+            connection is closed and the broker stopped.
         """
+        if self._closing is not None:
+            return _chain(self._closing)
+        if self.running:
+            Service.stopService(self)
         self.is_ready = False
         waits = [maybeDeferred(port.stopListening) for port in self._ports]
         self._ports = []
-        waits.extend(_when_closed(protocol) for protocol in list(self._protocols))
+        waits.extend(_when_closed(connection)
+                     for connection in list(self._registry.connections.values()))
         for socket in list(self.pending_clients.values()) + list(self.clients.values()):
             socket.disconnect(1001, "Server is shutting down")
-        d = DeferredList(waits, consumeErrors=True)
-        d.addCallback(lambda _: maybeDeferred(self.broker.stop))
-        d.addCallback(self._stopped)
-        return d
+        d = self._closing = DeferredList(waits, consumeErrors=True)
+        d.addCallback(lambda _: maybeDeferred(self.broker.stop) if self._start is not None
+                      else None)
+        d.addBoth(self._stopped)
+        return _chain(d)
 
-    def _stopped(self, _):
+    def _stopped(self, result):
         self._start = None
+        self._closing = None
+        return result
 
     # -- sockets ---------------------------------------------------------
 
-    def _add_pending(self, socket):
-        self.pending_clients[socket.id] = socket
-        protocol = socket._output
-        if hasattr(protocol, "closed"):
-            self._protocols.add(protocol)
+    def accept(self, output, request=None, clock=None):
+        """
+        Make the L{scserver.SCServerSocket} of a new WebSocket connection
+        (called by the transport, and by L{scserver.testing}).  The socket
+        is pending until its handshake completes; the C{'handshake'} event
+        fires with it.
 
-    def _promote(self, socket):
-        self.pending_clients.pop(socket.id, None)
-        self.clients[socket.id] = socket
-
-    def _remove(self, socket):
-        self.pending_clients.pop(socket.id, None)
-        self.clients.pop(socket.id, None)
-        self._protocols.discard(socket._output)
+        @param output: the connection (an
+            L{scserver.socket.IServerSocketOutput}).
+        @param request: the HTTP upgrade request, or C{None}.
+        @param clock: the socket's C{IReactorTime}; the server's reactor by
+            default.
+        @return: the socket.
+        """
+        self._ensure_started()
+        socket = SCServerSocket(self, output, self._registry, request, clock=clock)
+        self._registry.add(socket, output)
+        self.emit("handshake", socket)
+        return socket
 
     def _prepare_message(self, payload):
         if type(payload) is str:
             return self.factory.prepareMessage(payload.encode("utf-8"), False)
         return self.factory.prepareMessage(bytes(payload), True)
 
-    def _verify_token(self, signed, socket):
-        config = self._auth_config
-        return self.auth_engine.verify_token(signed, config.verification_key, {
-            "algorithms": config.verify_algorithms,
-            "leeway": config.leeway,
-            "socket": socket,
-        })
-
     def _warn(self, error):
         self._emit("warning", error)
+
+
+def _chain(d):
+    """A Deferred that fires with C{d}'s result, leaving C{d} itself alone."""
+    waiter = Deferred()
+    d.addBoth(waiter.callback)
+    return waiter
 
 
 def _when_closed(protocol):

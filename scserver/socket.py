@@ -1,10 +1,17 @@
 """
 L{SCServerSocket}: one client connection, as the application sees it.
 
-The socket owns a L{scserver._engine.ProtocolEngine} (the wire protocol) and
-implements what the packets mean: the handshake, client events with
-replies, subscriptions, publishing and authentication, with the middleware
-of the server in between.
+The socket owns a L{scserver._engine.ProtocolEngine} in the server role (the
+wire protocol) and implements what the packets mean: the handshake, client
+events with replies, subscriptions, publishing and authentication, with the
+middleware of the server in between.
+
+Its seams: the transport feeds it with L{SCServerSocket.receive} and
+L{SCServerSocket.connection_lost}; the exchange hands it publications with
+L{SCServerSocket.deliver}; it writes through an L{IServerSocketOutput}; it
+reaches the server through the server's public attributes (C{options},
+C{middleware}, C{auth_engine}, C{auth_config}, C{exchange}, C{emit}) and the
+registry the server gave it.
 """
 
 import copy
@@ -13,11 +20,12 @@ import threading
 import base64
 import time as _time
 
-from twisted.internet.defer import Deferred, ensureDeferred, fail, maybeDeferred
+from twisted.internet.defer import ensureDeferred, fail, maybeDeferred
 from twisted.logger import Logger
-from twisted.python.failure import Failure
+from zope.interface import Interface
 
 from . import _engine
+from ._engine import IEngineOutput
 from ._events import EventEmitter, call_handlers
 from .errors import (
     AuthTokenError,
@@ -27,10 +35,9 @@ from .errors import (
     BrokerError,
     InvalidActionError,
     InvalidArgumentsError,
-    RemoteError,
-    SocketProtocolError,
-    SOCKET_PROTOCOL_ERROR_STATUSES,
+    UnknownError,
     dehydrate_error,
+    socket_protocol_error,
 )
 from .middleware import (
     MIDDLEWARE_AUTHENTICATE,
@@ -42,7 +49,7 @@ from .middleware import (
     Request,
 )
 
-__all__ = ["SCServerSocket"]
+__all__ = ["SCServerSocket", "IServerSocketOutput", "ISocketRegistry"]
 
 RESERVED_EVENTS = frozenset([
     "connect", "disconnect", "connectAbort", "close", "subscribe", "unsubscribe",
@@ -76,10 +83,35 @@ def _is_auth_error(error):
                               AuthTokenNotBeforeError, AuthTokenError))
 
 
-def _as_exception(error):
-    if isinstance(error, BaseException):
-        return error
-    return RemoteError(str(error), name="Error", value=error)
+def _server_error():
+    """What a client is told when the server failed unexpectedly (nothing of the cause)."""
+    return UnknownError("Server error")
+
+
+class IServerSocketOutput(IEngineOutput):
+    """
+    The connection of a server socket: the engine's output, plus the
+    delivery of a message framed once for many sockets.
+    """
+
+    def write_prepared(prepared):
+        """
+        Send a message prepared once for every recipient (see
+        L{scserver.exchange.Publication.frame}).
+        """
+
+
+class ISocketRegistry(Interface):
+    """
+    Where a server keeps its sockets by state; the socket reports its own
+    transitions to it.
+    """
+
+    def promote(socket):
+        """C{socket} completed its handshake: it is a client now."""
+
+    def remove(socket):
+        """C{socket} closed."""
 
 
 class _Responder:
@@ -95,12 +127,11 @@ class _Responder:
     def __call__(self, error=None, data=None):
         if self.done:
             if self._cid is not None:
-                self._socket.server._warn(InvalidActionError(
+                self._socket.server.emit("warning", InvalidActionError(
                     "Response {} has already been sent".format(self._cid)))
             return
         self.done = True
-        if self._cid is not None:
-            self._socket._engine.respond(self._cid, error, data)
+        self._socket._respond(self._cid, error, data)
 
 
 class SCServerSocket(EventEmitter):
@@ -116,6 +147,8 @@ class SCServerSocket(EventEmitter):
     @ivar auth_token: the decoded auth token (a dict) or C{None}.
     @ivar signed_auth_token: the signed auth token or C{None}.
     @ivar auth_state: L{AUTHENTICATED} or L{UNAUTHENTICATED}.
+    @ivar codec: the codec of this connection (the server's when the socket
+        was created).
     """
 
     CONNECTING = _engine.CONNECTING
@@ -126,11 +159,13 @@ class SCServerSocket(EventEmitter):
 
     _log = Logger()
 
-    def __init__(self, server, output, request=None, clock=None):
+    def __init__(self, server, output, registry, request=None, clock=None):
         """
+        Sockets are made by L{scserver.SCServer.accept}.
+
         @param server: the L{scserver.SCServer}.
-        @param output: the transport adapter (C{write(payload)},
-            C{write_prepared(prepared)}, C{close(code, reason)}).
+        @param output: the connection (an L{IServerSocketOutput}).
+        @param registry: the server's L{ISocketRegistry}.
         @param request: the HTTP upgrade request, or C{None}.
         @param clock: an C{IReactorTime}; the server's reactor by default.
         """
@@ -143,14 +178,17 @@ class SCServerSocket(EventEmitter):
         self.auth_token = None
         self.signed_auth_token = None
         self.auth_state = self.UNAUTHENTICATED
+        self.codec = server.codec
         self._output = output
+        self._registry = registry
         self._clock = clock if clock is not None else server.reactor
         self._channels = {}
         self._bytes_received = 0
         self._expired = None
         options = server.options
         self._engine = _engine.ProtocolEngine(
-            server.codec, self._clock, self, output,
+            self.codec, self._clock, self, output,
+            role=_engine.SERVER,
             protocol_version=options["protocol_version"],
             ping_interval=options["ping_interval"],
             ping_timeout=options["ping_timeout"],
@@ -167,7 +205,6 @@ class SCServerSocket(EventEmitter):
             "#authenticate": self._on_authenticate,
             "#removeAuthToken": self._on_remove_auth_token,
         }
-        server._add_pending(self)
 
     def __repr__(self):
         return "<SCServerSocket {} {}>".format(self.id, self.state)
@@ -224,7 +261,12 @@ class SCServerSocket(EventEmitter):
                 'The "{}" event is reserved and cannot be emitted on a server socket'
                 .format(event)))
             return
-        self._engine.emit(event, _engine._MISSING if data is None else data, callback)
+        try:
+            self._engine.emit(event, _engine.MISSING if data is None else data, callback)
+        except Exception as e:
+            self._emit_error(e)
+            if callback is not None:
+                callback(e, None)
 
     def invoke(self, event, data=None):
         """
@@ -235,20 +277,11 @@ class SCServerSocket(EventEmitter):
             C{ack_timeout}, or L{scserver.errors.BadConnectionError} when
             the connection closes first.
         """
-        result = Deferred()
-
-        def callback(error, reply):
-            if error is not None and error is not False:
-                result.errback(Failure(_as_exception(error)))
-            else:
-                result.callback(reply)
-
         if event in RESERVED_EVENTS:
             return fail(InvalidActionError(
                 'The "{}" event is reserved and cannot be emitted on a server socket'
                 .format(event)))
-        self._engine.emit(event, _engine._MISSING if data is None else data, callback)
-        return result
+        return self._engine.invoke(event, _engine.MISSING if data is None else data)
 
     def send(self, data):
         """Send C{data} as a raw message (no codec): C{str} as text, C{bytes} as binary."""
@@ -282,26 +315,85 @@ class SCServerSocket(EventEmitter):
             channels = [channel] if channel in self._channels else []
         for name in channels:
             self._channels.pop(name, None)
-            self.exchange._remove_socket(self, name)
+            self.exchange.remove_subscriber(self, name)
             data = {}
             if message is not None:
                 data["message"] = message
             data["channel"] = name
             self._engine.send_packet({"event": "#kickOut", "data": data})
 
-    # -- engine handler --------------------------------------------------
+    # -- the transport's seam --------------------------------------------
+
+    def receive(self, payload):
+        """
+        Handle one inbound WebSocket message (called by the transport).
+
+        The auth token's expiry is checked first: every event of the
+        message (all of a batch) tells its middleware.  An unexpected error
+        while handling the message is logged, and closes the socket with
+        1011.
+
+        @param payload: C{str} for a text frame, C{bytes} for a binary one.
+        """
+        try:
+            self._expired = self._check_auth_expiry() if self.auth_token is not None else None
+            self._engine.receive(payload)
+        except Exception:
+            self._fail("handling a message")
+        finally:
+            self._expired = None
+
+    def connection_lost(self, code, reason=None):
+        """
+        The connection is gone (called by the transport): the peer closed
+        it with C{code} and C{reason}, it dropped (1006), or the transport
+        cut it off.  Nothing is sent.  Does nothing once the socket is
+        closed.
+        """
+        try:
+            self._engine.connection_lost(code, reason)
+        except Exception:
+            self._log.failure("Unexpected error closing socket {id}", id=self.id)
+
+    def deliver(self, publication):
+        """
+        Send one publication of a subscribed channel to this client (called
+        by the exchange).
+
+        Without C{publishOut} middleware the message framed once for every
+        recipient is written as it is; with it, each recipient's middleware
+        sees its own copy of the data.
+
+        @param publication: an L{scserver.exchange.Publication}.
+        """
+        if self._engine.state == _engine.CLOSED:
+            return
+        middleware = self.server.middleware
+        if not middleware.has(MIDDLEWARE_PUBLISH_OUT):
+            prepared = publication.frame(self.codec)
+            if prepared is not None:
+                self._output.write_prepared(prepared)
+            return
+        channel = publication.channel
+        req = Request(MIDDLEWARE_PUBLISH_OUT, socket=self, channel=channel,
+                      data=copy.deepcopy(publication.data), auth_token_expired_error=None)
+
+        def done(blocked):
+            if blocked is None and channel in self._channels:
+                self._engine.send_packet(
+                    {"event": "#publish", "data": {"channel": channel, "data": req.data}})
+
+        middleware.run(MIDDLEWARE_PUBLISH_OUT, req).addCallback(done).addErrback(
+            self._failed, "publishOut middleware", None)
+
+    # -- engine owner ----------------------------------------------------
 
     def engine_message(self, message):
-        """
-        Engine handler, for every inbound message (pongs included): count
-        its bytes, check the token's expiry, emit C{'message'}.
-        """
+        """Engine owner: count the message's bytes, emit C{'message'}."""
         if type(message) is bytes:
             self._bytes_received += len(message)
         else:
             self._bytes_received += len(message.encode("utf-8")) if not message.isascii() else len(message)
-        # The events of this message (all of a batch) tell their middleware.
-        self._expired = self._check_auth_expiry() if self.auth_token is not None else None
         if self._handlers.get("message"):
             self._emit("message", message)
 
@@ -334,7 +426,8 @@ class SCServerSocket(EventEmitter):
             return
         if event in RESERVED_EVENTS:
             return
-        if event[:1] == "#" or not self.server._middleware.has(MIDDLEWARE_EMIT):
+        middleware = self.server.middleware
+        if event[:1] == "#" or not middleware.has(MIDDLEWARE_EMIT):
             self._dispatch_event(event, data, cid)
             return
         req = Request(MIDDLEWARE_EMIT, socket=self, event=event, data=data,
@@ -346,8 +439,8 @@ class SCServerSocket(EventEmitter):
             elif self.state != self.CLOSED:
                 self._dispatch_event(event, req.data, cid)
 
-        self.server._middleware.run(MIDDLEWARE_EMIT, req).addCallback(done).addErrback(
-            self._log_failure, "emit middleware")
+        middleware.run(MIDDLEWARE_EMIT, req).addCallback(done).addErrback(
+            self._failed, "emit middleware", cid)
 
     # -- client events ---------------------------------------------------
 
@@ -361,7 +454,7 @@ class SCServerSocket(EventEmitter):
     async def _handshake(self, cid, data):
         server = self.server
         signed = data.get("authToken") if type(data) is dict else None
-        blocked = server._middleware.run(MIDDLEWARE_HANDSHAKE_SC, Request(
+        blocked = server.middleware.run(MIDDLEWARE_HANDSHAKE_SC, Request(
             MIDDLEWARE_HANDSHAKE_SC, socket=self))
         if blocked is not None:
             blocked = await blocked
@@ -382,13 +475,13 @@ class SCServerSocket(EventEmitter):
             if bad:
                 self._bad_token(auth_error, signed)
         self._engine.handshake_done()
-        server._promote(self)
+        self._registry.promote(self)
         status = {"id": self.id, "pingTimeout": int(round(server.options["ping_timeout"] * 1000))}
         if auth_error is not None:
             status["authError"] = auth_error
         status["isAuthenticated"] = self.auth_state == self.AUTHENTICATED
         self._emit("connect", dict(status))
-        server._emit("connection", self, dict(status))
+        server.emit("connection", self, dict(status))
         if self.auth_state == self.AUTHENTICATED:
             self._trigger_auth_events(old_state)
         if auth_error is not None:
@@ -411,9 +504,7 @@ class SCServerSocket(EventEmitter):
         self.disconnect(code)
 
     def _handshake_failed(self, failure):
-        self._log.failure("Handshake of socket {id} failed", failure, id=self.id)
-        if self.state != self.CLOSED:
-            self._engine.close(4008, "Server failed to complete the handshake")
+        self._fail("the handshake", failure)
 
     # -- authentication --------------------------------------------------
 
@@ -429,8 +520,14 @@ class SCServerSocket(EventEmitter):
             return AuthTokenInvalidError("jwt must be provided"), True
         if type(signed) is not str:
             return AuthTokenError("Invalid token format - Token must be a string"), True
+        config = server.auth_config
         try:
-            token = await maybeDeferred(server._verify_token, signed, self)
+            token = await maybeDeferred(
+                server.auth_engine.verify_token, signed, config.verification_key, {
+                    "algorithms": config.verify_algorithms,
+                    "leeway": config.leeway,
+                    "socket": self,
+                })
         except Exception as e:
             error = e if _is_auth_error(e) else AuthTokenError(str(e))
             return error, not isinstance(error, AuthTokenNotBeforeError)
@@ -440,7 +537,7 @@ class SCServerSocket(EventEmitter):
         self.auth_token = token
         self.signed_auth_token = signed
         self.auth_state = self.AUTHENTICATED
-        blocked = server._middleware.run(MIDDLEWARE_AUTHENTICATE, Request(
+        blocked = server.middleware.run(MIDDLEWARE_AUTHENTICATE, Request(
             MIDDLEWARE_AUTHENTICATE, socket=self, auth_token=token, signed_auth_token=signed))
         if blocked is not None:
             blocked = await blocked
@@ -457,7 +554,7 @@ class SCServerSocket(EventEmitter):
         info = {"authError": error, "signedAuthToken": signed}
         self._emit_error(error)
         self._emit("badAuthToken", info)
-        self.server._emit("badSocketAuthToken", self, info)
+        self.server.emit("badSocketAuthToken", self, info)
         self.deauthenticate()
 
     def _on_authenticate(self, data, cid, expired):
@@ -481,7 +578,7 @@ class SCServerSocket(EventEmitter):
                     "isAuthenticated": self.auth_state == self.AUTHENTICATED,
                     "authError": wire})
 
-        d.addCallback(verified).addErrback(self._log_failure, "#authenticate")
+        d.addCallback(verified).addErrback(self._failed, "#authenticate", cid)
 
     def _on_remove_auth_token(self, data, cid, expired):
         self._deauthenticate_self()
@@ -507,7 +604,7 @@ class SCServerSocket(EventEmitter):
         if type(data) is not dict:
             return fail(InvalidArgumentsError("The auth token data must be a dict"))
         token = copy.deepcopy(data)
-        config = self.server._auth_config
+        config = self.server.auth_config
         now = int(self._clock.seconds()) if hasattr(self._clock, "seconds") else int(_time.time())
         if not options.get("no_timestamp", False):
             token.setdefault("iat", now)
@@ -554,9 +651,9 @@ class SCServerSocket(EventEmitter):
         if old_state != self.UNAUTHENTICATED:
             change = {"oldState": old_state, "newState": self.UNAUTHENTICATED}
             self._emit("authStateChange", change)
-            self.server._emit("authenticationStateChange", self, dict(change))
+            self.server.emit("authenticationStateChange", self, dict(change))
         self._emit("deauthenticate", old_token)
-        self.server._emit("deauthentication", self, old_token)
+        self.server.emit("deauthentication", self, old_token)
 
     def _trigger_auth_events(self, old_state):
         if old_state != self.auth_state:
@@ -564,10 +661,10 @@ class SCServerSocket(EventEmitter):
             if self.auth_state == self.AUTHENTICATED:
                 change["authToken"] = self.auth_token
             self._emit("authStateChange", change)
-            self.server._emit("authenticationStateChange", self, dict(change))
+            self.server.emit("authenticationStateChange", self, dict(change))
         if self.auth_state == self.AUTHENTICATED:
             self._emit("authenticate", self.auth_token)
-            self.server._emit("authentication", self, self.auth_token)
+            self.server.emit("authentication", self, self.auth_token)
 
     def _check_auth_expiry(self):
         """
@@ -608,14 +705,14 @@ class SCServerSocket(EventEmitter):
             return
         req = Request(MIDDLEWARE_SUBSCRIBE, socket=self, channel=channel, data=data.get("data"),
                       wait_for_auth=wait_for_auth, auth_token_expired_error=expired)
-        blocked = self.server._middleware.run(MIDDLEWARE_SUBSCRIBE, req)
+        blocked = self.server.middleware.run(MIDDLEWARE_SUBSCRIBE, req)
         if blocked is None:
             self._subscribe(req, data, cid, batch)
         else:
             blocked.addCallback(
                 lambda b: self._engine.respond(cid, b.error, batch=batch) if b is not None
                 else self._subscribe(req, data, cid, batch))
-            blocked.addErrback(self._log_failure, "subscribe middleware")
+            blocked.addErrback(self._failed, "subscribe middleware", cid)
 
     def _channel_name_error(self, channel, action):
         if type(channel) is not str:
@@ -642,13 +739,13 @@ class SCServerSocket(EventEmitter):
         if req.data is not None or "data" in options:
             options["data"] = req.data
         self._channels[channel] = True
-        d = self.exchange._add_socket(self, channel)
+        d = self.exchange.add_subscriber(self, channel)
 
         def subscribed(_):
             if self.state == self.CLOSED or channel not in self._channels:
                 return
             self._emit("subscribe", channel, options)
-            self.server._emit("subscription", self, channel, options)
+            self.server.emit("subscription", self, channel, options)
             self._engine.respond(cid, batch=batch)
 
         def failed(failure):
@@ -678,9 +775,9 @@ class SCServerSocket(EventEmitter):
 
     def _unsubscribe(self, channel):
         del self._channels[channel]
-        self.exchange._remove_socket(self, channel)
+        self.exchange.remove_subscriber(self, channel)
         self._emit("unsubscribe", channel)
-        self.server._emit("unsubscription", self, channel)
+        self.server.emit("unsubscription", self, channel)
 
     def _on_publish(self, data, cid, expired):
         server = self.server
@@ -698,14 +795,14 @@ class SCServerSocket(EventEmitter):
             return
         req = Request(MIDDLEWARE_PUBLISH_IN, socket=self, channel=channel, data=data.get("data"),
                       ack_data=None, auth_token_expired_error=expired)
-        blocked = server._middleware.run(MIDDLEWARE_PUBLISH_IN, req)
+        blocked = server.middleware.run(MIDDLEWARE_PUBLISH_IN, req)
         if blocked is None:
             self._publish(req, cid)
         else:
             blocked.addCallback(
                 lambda b: self._engine.respond(cid, b.error, req.ack_data) if b is not None
                 else self._publish(req, cid))
-            blocked.addErrback(self._log_failure, "publishIn middleware")
+            blocked.addErrback(self._failed, "publishIn middleware", cid)
 
     def _publish(self, req, cid):
         error = self._channel_name_error(req.channel, "Publish")
@@ -724,59 +821,51 @@ class SCServerSocket(EventEmitter):
 
         d.addCallbacks(published, failed)
 
-    def _deliver_prepared(self, prepared):
-        """Send a publication already encoded and framed for every recipient."""
-        if self._engine.state != _engine.CLOSED:
-            self._output.write_prepared(prepared)
-
-    def _deliver(self, channel, data):
-        """Send one publication to this socket, through the publishOut middleware."""
-        middleware = self.server._middleware
-        if not middleware.has(MIDDLEWARE_PUBLISH_OUT):
-            self._engine.send_packet(
-                {"event": "#publish", "data": {"channel": channel, "data": data}})
-            return
-        req = Request(MIDDLEWARE_PUBLISH_OUT, socket=self, channel=channel,
-                      data=copy.deepcopy(data), auth_token_expired_error=None)
-
-        def done(blocked):
-            if blocked is None and channel in self._channels:
-                self._engine.send_packet(
-                    {"event": "#publish", "data": {"channel": channel, "data": req.data}})
-
-        middleware.run(MIDDLEWARE_PUBLISH_OUT, req).addCallback(done).addErrback(
-            self._log_failure, "publishOut middleware")
-
     # -- closing ---------------------------------------------------------
 
     def _closed(self, code, reason, was_open):
         server = self.server
-        server._remove(self)
+        self._registry.remove(self)
         for channel in list(self._channels):
             self._unsubscribe(channel)
         if was_open:
-            server._emit("disconnection", self, code, reason)
+            server.emit("disconnection", self, code, reason)
         else:
-            server._emit("connectionAbort", self, code, reason)
-        server._emit("closure", self, code, reason)
+            server.emit("connectionAbort", self, code, reason)
+        server.emit("closure", self, code, reason)
         self._emit("disconnect" if was_open else "connectAbort", code, reason)
         self._emit("close", code, reason)
         for name in ("authenticate", "authStateChange", "deauthenticate"):
             self.off(name)
-        if code not in (1000, 1001):
-            message = SOCKET_PROTOCOL_ERROR_STATUSES.get(code)
-            if message is None:
-                message = "Socket connection closed with status code {}".format(code)
-                if reason:
-                    message += " and reason: {}".format(reason)
-            self._emit_error(SocketProtocolError(message, code))
+        error = socket_protocol_error(code, reason)
+        if error is not None:
+            self._emit_error(error)
 
     # -- errors ----------------------------------------------------------
 
     def _emit_error(self, error):
         self._emit("error", error)
-        self.server._emit("warning", error)
+        self.server.emit("warning", error)
 
-    def _log_failure(self, failure, what):
+    def _respond(self, cid, error, data):
+        self._engine.respond(cid, error, data)
+
+    def _failed(self, failure, what, cid):
+        """
+        An errback for the continuation of a request: log the failure, and
+        answer the request (C{cid}) with a generic error so the client is
+        not left waiting.
+        """
         self._log.failure("Unexpected error in {what} of socket {id}", failure,
                           what=what, id=self.id)
+        self._engine.respond(cid, _server_error())
+
+    def _fail(self, what, failure=None):
+        """
+        Something failed that leaves this connection in an unknown state:
+        log it and close with 1011 (the WebSocket code for an unexpected
+        server condition).
+        """
+        self._log.failure("Unexpected error in {what} of socket {id}", failure,
+                          what=what, id=self.id)
+        self._engine.close(1011, "Server error")

@@ -28,9 +28,9 @@ ping intervals, ack timeouts and batching are driven by C{advance()}.
 Only the WebSocket layer is missing: there is no HTTP upgrade (the
 C{handshakeWS} middleware does not run; build the request with the
 C{path}, C{headers} and C{origin} arguments instead), no framing, no
-C{max_payload} check and no UTF-8 validation.  Exceptions raised while the
-server handles a message propagate out of L{FakeConnection.send_raw}, so a
-test sees them (the real transport logs them and closes with 1011).
+C{max_payload} check and no UTF-8 validation.  An unexpected exception while
+the server handles a message is logged and closes the socket with 1011, as
+on a real connection (trial reports the logged error).
 
 This module never imports the global reactor.
 """
@@ -42,7 +42,7 @@ from twisted.internet.task import Clock
 
 from ._engine import PING_V1, PING_V2, PONG_V1
 from ._transport import UpgradeRequest
-from .errors import BadConnectionError, RemoteError, dehydrate_error, hydrate_error
+from .errors import BadConnectionError, as_exception, dehydrate_error, hydrate_error
 
 __all__ = [
     "FakeConnection",
@@ -194,12 +194,8 @@ class FakeConnection:
         self._invokes = {}
         self._cid = 0
         self.output = RecordingOutput(self._record)
-        server._ensure_started()
-        from .socket import SCServerSocket
-
-        self.socket = SCServerSocket(server, self.output, self.request, clock=self.clock)
+        self.socket = server.accept(self.output, self.request, clock=self.clock)
         self.socket.on("close", self._socket_closed)
-        server._emit("handshake", self.socket)
 
     def __repr__(self):
         return "<FakeConnection {!r}>".format(self.socket)
@@ -217,7 +213,7 @@ class FakeConnection:
         The codec of this connection: the server's codec when the socket
         was created (a later C{set_codec_engine} does not change it).
         """
-        return self.socket._engine.codec
+        return self.socket.codec
 
     @property
     def closed(self):
@@ -259,9 +255,7 @@ class FakeConnection:
             return
         error = reply.get("error")
         if error is not None and error is not False:
-            error = hydrate_error(error)
-            if not isinstance(error, BaseException):
-                error = RemoteError(str(error), name="Error", value=error)
+            error = as_exception(hydrate_error(error))
             error.data = reply.get("data")
             d.errback(error)
         else:
@@ -326,7 +320,7 @@ class FakeConnection:
 
         @param payload: C{str} for a text frame, C{bytes} for a binary one.
         """
-        self.socket._engine.receive(payload)
+        self.socket.receive(payload)
 
     def send(self, packet):
         """Encode C{packet} with the server's codec and deliver it."""
@@ -477,7 +471,7 @@ class FakeConnection:
         frame (C{code}, C{reason}) or, with the default 1006, a dropped TCP
         connection.
         """
-        self.socket._engine.connection_lost(code, reason)
+        self.socket.connection_lost(code, reason)
 
     def advance(self, seconds):
         """Move the clock forward by C{seconds} (it must be a C{Clock})."""
