@@ -183,6 +183,26 @@ def close_frame_reason(reason):
     return encoded[:123].decode("utf-8", "ignore")
 
 
+def reply_deferred(forget):
+    """
+    Return a Deferred for the reply to a request, and the
+    C{callback(error, data)} that fires it: with the data, or with the
+    error as an exception (L{scserver.errors.as_exception}).  Cancelling
+    the Deferred calls C{forget()}.
+    """
+    d = Deferred(lambda _: forget())
+
+    def callback(error, reply):
+        if d.called:
+            return
+        if error is not None:
+            d.errback(as_exception(error))
+        else:
+            d.callback(reply)
+
+    return d, callback
+
+
 class _PendingAck:
     __slots__ = ("event", "callback", "timer")
 
@@ -371,7 +391,9 @@ class ProtocolEngine:
             reason = data.get("data")
         if type(code) is not int:
             code = 1000
-        self.close(code, reason, notify_peer=False)
+        # socketcluster-client answers with its own close (a v1 client
+        # echoes the #disconnect); a server just closes.
+        self.close(code, reason, notify_peer=self.role == CLIENT)
 
     # -- heartbeat -------------------------------------------------------
 
@@ -528,21 +550,7 @@ class ProtocolEngine:
             the packet cannot be encoded.  Cancelling it forgets the request.
         """
         cids = []
-
-        def cancel(_):
-            if cids:
-                self.forget(cids[0])
-
-        d = Deferred(cancel)
-
-        def callback(error, reply):
-            if d.called:
-                return
-            if error is not None:
-                d.errback(as_exception(error))
-            else:
-                d.callback(reply)
-
+        d, callback = reply_deferred(lambda: cids and self.forget(cids[0]))
         try:
             cids.append(self.emit(event, data, callback, timeout))
         except Exception as e:

@@ -51,6 +51,35 @@ def call_handlers(handlers, event, data, respond, wants_reply):
             respond(None, result)
 
 
+class Responder:
+    """
+    The C{respond(error=None, data=None)} callable given to the handlers of
+    a peer event.
+
+    It sends the reply once, through C{send(cid, error, data)}, when the
+    peer asked for one (C{cid} is not C{None}); a second call sends nothing
+    and is reported to C{warn(cid)}.
+
+    @ivar done: whether a reply was sent (or none is wanted).
+    """
+
+    __slots__ = ("_send", "_cid", "_warn", "done")
+
+    def __init__(self, send, cid, warn):
+        self._send = send
+        self._cid = cid
+        self._warn = warn
+        self.done = cid is None
+
+    def __call__(self, error=None, data=None):
+        if self.done:
+            if self._cid is not None:
+                self._warn(self._cid)
+            return
+        self.done = True
+        self._send(self._cid, error, data)
+
+
 class EventEmitter:
     """
     Named events with handlers, called in the order they were added.

@@ -45,27 +45,23 @@ from autobahn.websocket.util import parse_url
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from ._events import EventEmitter, call_handlers
+from . import _engine
+from ._events import EventEmitter, Responder, call_handlers
 from .errors import (
-    SOCKET_PROTOCOL_ERROR_STATUSES,
-    SOCKET_PROTOCOL_IGNORE_STATUSES,
     BadConnectionError,
     InvalidActionError,
     InvalidArgumentsError,
     InvalidMessageError,
-    RemoteError,
     SocketProtocolError,
     TimeoutError,
-    dehydrate_error,
+    as_exception,
     hydrate_error,
+    socket_protocol_error,
 )
 
 __all__ = ["connect", "SCClientSocket", "SCClientChannel", "decode_auth_token"]
 
 _log = Logger()
-
-_PING_V1 = "#1"
-_PONG_V1 = "#2"
 
 _CLOSE_TIMEOUT = 2.0
 """Seconds a closing WebSocket may take before its TCP connection is dropped."""
@@ -140,14 +136,6 @@ def _get_default_codec():
     return _default_codec
 
 
-def _as_exception(error):
-    """Turn a wire error that is not an exception (a string, C{True}) into one."""
-    if isinstance(error, BaseException):
-        return error
-    message = error if isinstance(error, str) else json.dumps(error, default=str)
-    return RemoteError(message, name="Error", value=error)
-
-
 def _call_safely(what, fn, *args):
     try:
         return fn(*args)
@@ -155,50 +143,18 @@ def _call_safely(what, fn, *args):
         _log.failure("Error in {what}", what=what)
 
 
-def _close_frame_code(code):
-    if type(code) is int and (code == 1000 or 3000 <= code <= 4999):
-        return code
-    return 1000
+class _Buffered:
+    """An event emitted while the socket was not open, sent after the next handshake."""
 
+    __slots__ = ("event", "data", "callback", "cid", "deadline", "timer")
 
-class _Pending:
-    """A request waiting for its reply."""
-
-    __slots__ = ("event", "callback", "timer")
-
-    def __init__(self, event, callback, timer):
+    def __init__(self, event, data, callback, cid, deadline, timer):
         self.event = event
+        self.data = data
         self.callback = callback
+        self.cid = cid
+        self.deadline = deadline
         self.timer = timer
-
-
-class _Responder:
-    """The C{respond(error=None, data=None)} given to a custom event handler."""
-
-    __slots__ = ("_socket", "_cid", "_conn", "done")
-
-    def __init__(self, socket, cid, conn):
-        self._socket = socket
-        self._cid = cid
-        self._conn = conn
-        self.done = cid is None
-
-    def __call__(self, error=None, data=None):
-        if self.done:
-            if self._cid is not None:
-                _log.warn("A response to call {cid!r} was already sent", cid=self._cid)
-            return
-        self.done = True
-        packet = {"rid": self._cid}
-        if error is not None:
-            packet["error"] = dehydrate_error(error)
-        if data is not None:
-            packet["data"] = data
-        self._socket._send_on(self._conn, packet)
-
-
-def _noop_respond(error=None, data=None):
-    """The C{respond} of an event that asked for no reply."""
 
 
 class SCClientChannel:
@@ -299,23 +255,30 @@ class SCClientChannel:
             if error is None:
                 d.callback(self)
             else:
-                d.errback(_as_exception(error))
+                d.errback(as_exception(error))
 
 
 class _SCClientProtocol(WebSocketClientProtocol):
     """
-    The autobahn protocol of one connection attempt: hands everything to the
-    L{SCClientSocket} that owns its factory.
+    The autobahn protocol of one connection attempt: the output of the
+    connection's engine (an L{scserver._engine.IEngineOutput}), feeding it
+    every message.
     """
 
     _sc_drop_call = None
+    _sc_closed = False
+    _sc_waiters = None
+    engine = None
 
     def onOpen(self):
-        self.factory.client._ws_opened(self.factory, self)
+        self.engine = self.factory.client._connection_opened(self.factory, self)
 
     def onMessage(self, payload, isBinary):
+        engine = self.engine
+        if engine is None:
+            return
         try:
-            self.factory.client._ws_message(self, payload, isBinary)
+            engine.receive(payload if isBinary else payload.decode("utf-8"))
         except Exception:
             _log.failure("Error while handling a message from {peer}", peer=self.peer)
 
@@ -331,7 +294,21 @@ class _SCClientProtocol(WebSocketClientProtocol):
             self._sc_drop_call = None
         if code is None:
             code = 1005 if wasClean else 1006
-        self.factory.client._ws_closed(self.factory, self, code, reason)
+        self._sc_closed = True
+        self.factory.client._connection_closed(self.factory, self, code, reason or None)
+        waiters, self._sc_waiters = self._sc_waiters, None
+        for d in waiters or ():
+            d.callback(None)
+
+    def when_closed(self):
+        """Return a Deferred that fires once this connection is closed."""
+        if self._sc_closed:
+            return defer.succeed(None)
+        if self._sc_waiters is None:
+            self._sc_waiters = []
+        d = defer.Deferred()
+        self._sc_waiters.append(d)
+        return d
 
     def _sc_arm_drop(self):
         if self._sc_drop_call is None and self.state != self.STATE_CLOSED:
@@ -342,7 +319,7 @@ class _SCClientProtocol(WebSocketClientProtocol):
         self._sc_drop_call = None
         self.dropConnection(abort=True)
 
-    def sc_send(self, payload):
+    def write(self, payload):
         """Send C{payload}: L{str} as a text frame, L{bytes} as a binary one."""
         if self.state != self.STATE_OPEN:
             return
@@ -351,10 +328,10 @@ class _SCClientProtocol(WebSocketClientProtocol):
         else:
             self.sendMessage(payload, True)
 
-    def sc_close(self, code, reason=None):
+    def close(self, code, reason):
         """Start the closing handshake (or drop a connection not yet open)."""
         if self.state == self.STATE_OPEN:
-            self.sendClose(_close_frame_code(code), reason if isinstance(reason, str) else None)
+            self.sendClose(code, reason or None)
             self._sc_arm_drop()
         elif self.state != self.STATE_CLOSED and self.state != self.STATE_CLOSING:
             self.dropConnection(abort=True)
@@ -401,7 +378,7 @@ class _SCClientFactory(WebSocketClientFactory):
             self.connector.disconnect()
 
     def clientConnectionFailed(self, connector, reason):
-        self.client._ws_failed(self, reason)
+        self.client._connection_failed(self, reason)
 
     def clientConnectionLost(self, connector, reason):
         pass
@@ -460,7 +437,7 @@ class SCClientSocket(EventEmitter):
     _log = Logger()
 
     def __init__(self, url, reactor=None, auth_token=None, protocol_version=2,
-                 codec_engine=None, ack_timeout=10, auto_reconnect=False,
+                 codec_engine=None, ack_timeout=10, auto_reconnect=True,
                  reconnect_options=None, headers=None, ssl_context_factory=None,
                  connect_timeout=20, ping_timeout_disabled=False,
                  per_message_deflate=False):
@@ -475,7 +452,9 @@ class SCClientSocket(EventEmitter):
         @param ack_timeout: seconds to wait for the reply to an L{invoke},
             an L{emit} with a callback, a L{publish}, an L{authenticate} and
             the handshake.  Subscriptions do not time out.
-        @param auto_reconnect: reconnect after an abnormal close.
+        @param auto_reconnect: reconnect after an abnormal close (the
+            default, as socketcluster-client does; pass C{False} in tests
+            and scripts that must not leave a reconnection scheduled).
         @param reconnect_options: a dict overriding C{initial_delay} (10),
             C{randomness} (10), C{multiplier} (1.5) and C{max_delay} (60):
             the delay of attempt I{n} is C{(initial_delay + randomness *
@@ -533,16 +512,16 @@ class SCClientSocket(EventEmitter):
         EventEmitter.__init__(self)
         self._channels = {}
         self._cid = 0
-        self._calls = {}
         self._buffer = []
         self._attempt = None
-        self._conn = None
+        self._protocol = None
+        self._last_protocol = None
+        self._engine = None
         self._connect_call = None
-        self._ping_call = None
         self._reconnect_call = None
         self._connect_waiters = []
-        self._closing = {}
         self._handshake_error = None
+        self._closing_by_user = False
 
     def __repr__(self):
         return "<SCClientSocket {} id={!r} {}>".format(self.url, self.id, self.state)
@@ -627,7 +606,7 @@ class SCClientSocket(EventEmitter):
     def _connect_timed_out(self):
         self._connect_call = None
         attempt = self._attempt
-        self._close_now(4007, None)
+        self._closed(4007, None, False)
         if attempt is not None:
             attempt.cancel()
 
@@ -651,101 +630,78 @@ class SCClientSocket(EventEmitter):
         initial = options["initial_delay"] + options["randomness"] * random.random()
         return min(initial * options["multiplier"] ** attempt, options["max_delay"])
 
-    # -- the transport adapter's entry points -------------------------------
+    # -- the connection's entry points ---------------------------------------
 
-    def _ws_opened(self, attempt, conn):
+    def _connection_opened(self, attempt, protocol):
+        """
+        The WebSocket of C{attempt} opened: make its engine and send the
+        handshake.
+
+        @return: the engine, or C{None} for an attempt that was abandoned
+            (its connection is closed).
+        """
         if attempt is not self._attempt or self.state != self.CONNECTING:
-            conn.sc_close(1000)
-            return
+            protocol.close(1000, "")
+            return None
         if self._connect_call is not None:
             if self._connect_call.active():
                 self._connect_call.cancel()
             self._connect_call = None
-        self._conn = conn
-        self._reset_ping_timer()
-        cid = self._next_cid()
-        packet = {"event": "#handshake", "data": {"authToken": self._stored_token}, "cid": cid}
+        engine = _engine.ProtocolEngine(
+            self.codec, self.reactor, self, protocol,
+            role=_engine.CLIENT,
+            protocol_version=self.protocol_version,
+            ping_timeout=self.ping_timeout,
+            ping_timeout_disabled=self.ping_timeout_disabled,
+            ack_timeout=self.ack_timeout,
+            next_cid=self._next_cid,
+        )
+        self._engine = engine
+        self._protocol = self._last_protocol = protocol
 
         def on_reply(error, status):
-            if self._conn is conn and self.state == self.CONNECTING:
+            if self._engine is engine and self.state == self.CONNECTING:
                 self._handshake_replied(error, status)
 
-        self._calls[cid] = _Pending(
-            "#handshake", on_reply,
-            self.reactor.callLater(self.ack_timeout, self._call_timed_out, cid))
-        self._send_on(conn, packet)
+        engine.emit("#handshake", {"authToken": self._stored_token}, on_reply)
+        return engine
 
-    def _ws_failed(self, attempt, reason):
-        if attempt is not self._attempt:
-            return
-        self._close_now(1006, reason.getErrorMessage(), remote=True)
+    def _connection_failed(self, attempt, reason):
+        if attempt is self._attempt:
+            self._closed(1006, reason.getErrorMessage(), False)
 
-    def _ws_closed(self, attempt, conn, code, reason):
-        waiters = self._closing.pop(conn, None)
-        if conn is self._conn or (self._conn is None and attempt is self._attempt):
-            self._close_now(code, reason or None, remote=True)
-        if waiters:
-            for d in waiters:
-                d.callback(None)
+    def _connection_closed(self, attempt, protocol, code, reason):
+        if protocol is self._protocol:
+            self._engine.connection_lost(code, reason)
+        elif self._protocol is None and attempt is self._attempt:
+            # The WebSocket upgrade failed: there is no engine yet.
+            self._closed(code, reason, False)
 
-    def _ws_message(self, conn, payload, is_binary):
-        if conn is not self._conn:
-            return
-        if not is_binary:
-            if not payload and self.protocol_version == 2:
-                conn.sc_send("")
-                self._reset_ping_timer()
-                return
-            try:
-                payload = payload.decode("utf-8")
-            except UnicodeDecodeError:
-                pass
-        try:
-            message = self.codec.decode(payload)
-        except Exception as e:
-            error = InvalidMessageError("Failed to decode a message: {}".format(e))
-            self._emit_local("error", error)
-            return
-        if message == _PING_V1 and self.protocol_version == 1:
-            self._send_on(conn, _PONG_V1)
-            self._reset_ping_timer()
-            return
-        if type(message) is list:
-            for packet in message:
-                if self._conn is not conn:
-                    return
-                self._handle_packet(conn, packet)
-        else:
-            self._handle_packet(conn, message)
+    # -- the engine's owner ----------------------------------------------------
 
-    # -- inbound packets ----------------------------------------------------
+    def engine_message(self, payload):
+        """Engine owner: an inbound message (nothing to do for a client)."""
 
-    def _handle_packet(self, conn, packet):
-        if type(packet) is dict:
-            event = packet.get("event")
-            if type(event) is str:
-                self._handle_event(conn, event, packet.get("data"), packet.get("cid"))
-                return
-            if event is None and "rid" in packet:
-                self._handle_reply(packet["rid"], packet.get("error"), packet.get("data"))
-                return
-        self._emit_local("raw", packet)
+    def engine_handshake(self, cid, data):
+        """Engine owner: only a server engine reports a handshake."""
 
-    def _handle_reply(self, rid, error, data):
-        if type(rid) not in (int, float):
-            return
-        call = self._calls.pop(rid, None)
-        if call is None:
-            return
-        if call.timer is not None and call.timer.active():
-            call.timer.cancel()
-        if error is not None and error is not False:
-            error = hydrate_error(error)
-        else:
-            error = None
-        _call_safely("the callback of {!r}".format(call.event), call.callback, error, data)
+    def engine_pong(self):
+        """Engine owner: only a server engine reports pongs."""
 
-    def _handle_event(self, conn, event, data, cid):
+    def engine_raw(self, message):
+        """Engine owner: a message that is not a packet; emit C{'raw'}."""
+        self._emit_local("raw", message)
+
+    def engine_error(self, error):
+        """Engine owner: emit C{'error'}."""
+        self._emit_local("error", error)
+
+    def engine_closed(self, code, reason, was_open):
+        """Engine owner: the connection closed."""
+        self._closed(code, reason, was_open)
+
+    def engine_event(self, event, data, cid):
+        """Engine owner: the server sent an event."""
         if event == "#publish":
             if type(data) is dict:
                 name = data.get("channel")
@@ -753,7 +709,7 @@ class SCClientSocket(EventEmitter):
                 if channel is not None and channel.state != channel.UNSUBSCRIBED:
                     channel._deliver(data.get("data"))
             return
-        respond = _Responder(self, cid, conn) if cid is not None else _noop_respond
+        respond = Responder(self._engine.respond, cid, self._responded_twice)
         if event == "#setAuthToken":
             token = data.get("token") if type(data) is dict else None
             if not isinstance(token, str):
@@ -775,20 +731,15 @@ class SCClientSocket(EventEmitter):
                 if channel is not None:
                     self._emit_local("kickOut", data.get("message"), name)
                     self._unsubscribe_channel(channel, kicked=True)
-        elif event == "#disconnect":
-            data = data if type(data) is dict else {}
-            code = data.get("code")
-            code = code if type(code) is int else 1000
-            self._local_close(code, data.get("data"))
         elif event in _LOCAL_EVENTS:
             self._log.debug("Ignored a server event with a reserved name: {event!r}", event=event)
         else:
-            self._dispatch(event, data, respond)
+            handlers = self._handlers.get(event)
+            if handlers:
+                call_handlers(handlers, event, data, respond, cid is not None)
 
-    def _dispatch(self, event, data, respond):
-        handlers = self._handlers.get(event)
-        if handlers:
-            call_handlers(handlers, event, data, respond, respond is not _noop_respond)
+    def _responded_twice(self, cid):
+        _log.warn("A response to call {cid!r} was already sent", cid=cid)
 
     # -- auth state ------------------------------------------------------------
 
@@ -818,9 +769,10 @@ class SCClientSocket(EventEmitter):
         self._emit_local("authStateChange", {"oldState": old_state, "newState": self.UNAUTHENTICATED})
         self._emit_local("deauthenticate", old_token)
 
-    # -- handshake, ping, close --------------------------------------------------
+    # -- handshake and closing -------------------------------------------------
 
     def _handshake_replied(self, error, status):
+        engine = self._engine
         if error is not None:
             if isinstance(error, BaseException):
                 code = getattr(error, "statusCode", None)
@@ -831,9 +783,9 @@ class SCClientSocket(EventEmitter):
                 code = status.get("code")
             if type(code) is not int:
                 code = 4003
-            self._handshake_error = _as_exception(error)
+            self._handshake_error = as_exception(error)
             self._emit_local("error", self._handshake_error)
-            self._local_close(code, reason, announce=False)
+            engine.close(code, reason, notify_peer=False)
             return
         status = status if type(status) is dict else {}
         self.id = status.get("id")
@@ -841,7 +793,7 @@ class SCClientSocket(EventEmitter):
         if isinstance(ping_timeout, (int, float)) and not isinstance(ping_timeout, bool):
             self.ping_timeout = ping_timeout / 1000.0
         self.state = self.OPEN
-        self._reset_ping_timer()
+        engine.handshake_done(ping_timeout=self.ping_timeout)
         if status.get("isAuthenticated") and self._stored_token is not None:
             self._set_authenticated(self._stored_token)
         else:
@@ -852,108 +804,65 @@ class SCClientSocket(EventEmitter):
         if self.state != self.OPEN:
             return
         buffered, self._buffer = self._buffer, []
-        conn = self._conn
-        for payload, _cid in buffered:
-            conn.sc_send(payload)
+        now = self.reactor.seconds()
+        for item in buffered:
+            timeout = None
+            if item.timer is not None:
+                if item.timer.active():
+                    item.timer.cancel()
+                timeout = max(0, item.deadline - now)
+            data = _engine.MISSING if item.data is _engine.MISSING else item.data
+            engine.emit(item.event, data, item.callback, timeout, cid=item.cid)
         waiters, self._connect_waiters = self._connect_waiters, []
         for d in waiters:
             d.callback(self)
 
-    def _reset_ping_timer(self):
-        if self.ping_timeout_disabled:
-            return
-        call = self._ping_call
-        if call is not None and call.active():
-            call.reset(self.ping_timeout)
-        else:
-            self._ping_call = self.reactor.callLater(self.ping_timeout, self._ping_timed_out)
-
-    def _ping_timed_out(self):
-        self._ping_call = None
-        self._local_close(4000, None, announce=False)
-
-    def _local_close(self, code, reason, announce=True, user=False):
+    def _closed(self, code, reason, was_open):
         """
-        Close the connection from this side: process the close at once and
-        start the closing handshake.  With C{announce} (a disconnect rather
-        than a failure), a v1 socket that is open sends C{#disconnect} first,
-        as socketcluster-client does, and a v2 socket puts a string C{reason}
-        in the close frame.
-        """
-        conn = self._conn
-        if conn is not None and announce and self.protocol_version == 1 and self.state == self.OPEN:
-            data = {"code": code}
-            if reason is not None:
-                data["data"] = reason
-            self._send_on(conn, {"event": "#disconnect", "data": data})
-        self._close_now(code, reason, user=user)
-        if conn is not None:
-            frame_reason = None
-            if announce and self.protocol_version == 2 and isinstance(reason, str):
-                frame_reason = reason
-            conn.sc_close(code, frame_reason)
-
-    def _close_now(self, code, reason, remote=False, user=False):
-        """
-        Process a close: reset the connection state, suspend the channels,
-        fail what waits for a reply, emit the events and decide about
-        reconnecting.
+        The connection closed (or the attempt failed): reset the connection
+        state, suspend the channels, fail the buffered events, emit the
+        events and decide about reconnecting.  The engine fails the requests
+        that were waiting for a reply right after this.
         """
         if self.state == self.CLOSED:
             return
-        was_open = self.state == self.OPEN
-        conn = self._conn
-        if conn is not None and not remote:
-            self._closing.setdefault(conn, [])
-        self._conn = None
+        self._engine = None
+        self._protocol = None
         self._attempt = None
         self.state = self.CLOSED
         self.id = None
-        for name in ("_ping_call", "_connect_call"):
-            call = getattr(self, name)
-            if call is not None:
-                if call.active():
-                    call.cancel()
-                setattr(self, name, None)
+        if self._connect_call is not None:
+            if self._connect_call.active():
+                self._connect_call.cancel()
+            self._connect_call = None
 
         kind = "disconnect" if was_open else "connectAbort"
-        calls, self._calls = self._calls, {}
         buffered, self._buffer = self._buffer, []
-        reconnect = (self.auto_reconnect and not user
+        reconnect = (self.auto_reconnect and not self._closing_by_user
                      and code != 1000 and not (type(code) is int and code >= 4500))
 
-        if code not in SOCKET_PROTOCOL_IGNORE_STATUSES:
-            message = SOCKET_PROTOCOL_ERROR_STATUSES.get(code)
-            if message is None:
-                message = "Socket connection closed with status code {}".format(code)
-                if reason:
-                    message += " and reason: {}".format(reason)
-            self._emit_local("error", SocketProtocolError(message, code=code))
+        error = socket_protocol_error(code, reason)
+        if error is not None:
+            self._emit_local("error", error)
 
         for channel in list(self._channels.values()):
             if channel.state != channel.UNSUBSCRIBED:
                 self._suspend_channel(channel)
 
-        def bad_connection():
+        def bad_connection(event=None):
             error = BadConnectionError(
-                "Event was aborted because the socket was closed ({})".format(kind), type=kind)
+                "Event {}was aborted because the socket was closed ({})".format(
+                    "" if event is None else "'{}' ".format(event), kind), type=kind)
             error.code = code
             error.reason = reason
             return error
 
-        def abort(cids):
-            for cid in cids:
-                call = calls.pop(cid, None)
-                if call is None:
-                    continue
-                if call.timer is not None and call.timer.active():
-                    call.timer.cancel()
-                if call.event == "#subscribe":
-                    continue
-                _call_safely("the callback of {!r}".format(call.event),
-                             call.callback, bad_connection(), None)
-
-        abort([cid for _payload, cid in buffered if cid is not None])
+        for item in buffered:
+            if item.timer is not None and item.timer.active():
+                item.timer.cancel()
+            if item.callback is not None and item.event != "#subscribe":
+                _call_safely("the callback of {!r}".format(item.event),
+                             item.callback, bad_connection(item.event), None)
 
         if reconnect:
             delay = self._reconnect_delay(immediate=code in (4000, 4001, 1005))
@@ -961,7 +870,6 @@ class SCClientSocket(EventEmitter):
 
         self._emit_local(kind, code, reason)
         self._emit_local("close", code, reason)
-        abort(list(calls))
 
         if not reconnect:
             error = self._handshake_error if self._handshake_error is not None else bad_connection()
@@ -985,27 +893,26 @@ class SCClientSocket(EventEmitter):
         if type(code) is not int:
             raise InvalidArgumentsError("The code must be an integer")
         self._cancel_reconnect()
-        conn = self._conn
-        if conn is not None:
-            self._local_close(code, reason, user=True)
-        elif self.state != self.CLOSED:
-            attempt = self._attempt
-            self._close_now(code, reason, user=True)
-            if attempt is not None:
+        if self.state != self.CLOSED:
+            attempt, engine = self._attempt, self._engine
+            self._closing_by_user = True
+            try:
+                if engine is not None:
+                    engine.close(code, reason)
+                else:
+                    self._closed(code, reason, False)
+            finally:
+                self._closing_by_user = False
+            if engine is None and attempt is not None:
                 attempt.cancel()
         else:
             waiters, self._connect_waiters = self._connect_waiters, []
             for waiter in waiters:
                 waiter.errback(BadConnectionError(
                     "The socket was disconnected", type="connectAbort"))
-        d = defer.Deferred()
-        if conn is not None and conn in self._closing:
-            self._closing[conn].append(d)
-        elif self._closing:
-            list(self._closing.values())[-1].append(d)
-        else:
-            d.callback(None)
-        return d
+        if self._last_protocol is not None:
+            return self._last_protocol.when_closed()
+        return defer.succeed(None)
 
     # -- outbound ---------------------------------------------------------------
 
@@ -1013,36 +920,31 @@ class SCClientSocket(EventEmitter):
         self._cid += 1
         return self._cid
 
-    def _send_on(self, conn, packet):
-        try:
-            payload = self.codec.encode(packet)
-        except Exception as e:
-            self._emit_local("error", e)
-            return
-        conn.sc_send(payload)
-
-    def _call_timed_out(self, cid):
-        call = self._calls.pop(cid, None)
-        if call is None:
-            return
-        call.timer = None
-        error = TimeoutError("Event response for {!r} timed out".format(call.event))
-        _call_safely("the callback of {!r}".format(call.event), call.callback, error, None)
+    def _buffered_timed_out(self, item):
+        if item in self._buffer:
+            self._buffer.remove(item)
+            item.timer = None
+            error = TimeoutError("Event response for {!r} timed out".format(item.event))
+            _call_safely("the callback of {!r}".format(item.event), item.callback, error, None)
 
     def _transmit(self, event, data=None, callback=None, timeout=True, has_data=None):
         """
         Send an event, now when open, else into the buffer while connecting
         or reconnecting.  Raises when it cannot be encoded; a callback gets a
         L{BadConnectionError} when the socket is closed for good.
+
+        @param timeout: whether the reply may time out (C{ack_timeout}).
+        @return: the cid of the request, or C{None}.
         """
+        if not (has_data or (has_data is None and data is not None)):
+            data = _engine.MISSING
+        if self.state == self.OPEN:
+            return self._engine.emit(event, data, callback,
+                                     _engine.DEFAULT_TIMEOUT if timeout else None)
         packet = {"event": event}
-        if has_data or (has_data is None and data is not None):
+        if data is not _engine.MISSING:
             packet["data"] = data
-        cid = None
-        if callback is not None:
-            cid = self._next_cid()
-            packet["cid"] = cid
-        payload = self.codec.encode(packet)
+        self.codec.encode(packet)
         if self.state == self.CLOSED and self._reconnect_call is None:
             if callback is not None:
                 error = BadConnectionError(
@@ -1050,17 +952,28 @@ class SCClientSocket(EventEmitter):
                 _call_safely("the callback of {!r}".format(event), callback, error, None)
             else:
                 self._log.debug("Dropped {event!r}: the socket is closed", event=event)
-            return cid
+            return None
+        cid = deadline = timer = None
         if callback is not None:
-            timer = None
+            cid = self._next_cid()
             if timeout:
-                timer = self.reactor.callLater(self.ack_timeout, self._call_timed_out, cid)
-            self._calls[cid] = _Pending(event, callback, timer)
-        if self.state == self.OPEN:
-            self._conn.sc_send(payload)
-        else:
-            self._buffer.append((payload, cid))
+                deadline = self.reactor.seconds() + self.ack_timeout
+        item = _Buffered(event, data, callback, cid, deadline, None)
+        if deadline is not None:
+            item.timer = self.reactor.callLater(self.ack_timeout, self._buffered_timed_out, item)
+        self._buffer.append(item)
         return cid
+
+    def _forget(self, cid):
+        """Stop waiting for the reply to C{cid}, sent or still buffered."""
+        for item in self._buffer:
+            if item.cid == cid:
+                self._buffer.remove(item)
+                if item.timer is not None and item.timer.active():
+                    item.timer.cancel()
+                return
+        if self._engine is not None:
+            self._engine.forget(cid)
 
     def emit(self, event, data=None, callback=None):
         """
@@ -1094,26 +1007,10 @@ class SCClientSocket(EventEmitter):
         return self._request(event, data)
 
     def _request(self, event, data, has_data=None, timeout=True):
-        cid_box = []
-
-        def cancel(d):
-            if cid_box:
-                call = self._calls.pop(cid_box[0], None)
-                if call is not None and call.timer is not None and call.timer.active():
-                    call.timer.cancel()
-
-        d = defer.Deferred(cancel)
-
-        def callback(error, reply):
-            if d.called:
-                return
-            if error is not None:
-                d.errback(_as_exception(error))
-            else:
-                d.callback(reply)
-
+        cids = []
+        d, callback = _engine.reply_deferred(lambda: cids and self._forget(cids[0]))
         try:
-            cid_box.append(self._transmit(event, data, callback, timeout=timeout, has_data=has_data))
+            cids.append(self._transmit(event, data, callback, timeout=timeout, has_data=has_data))
         except Exception:
             return defer.fail()
         return d
@@ -1125,9 +1022,9 @@ class SCClientSocket(EventEmitter):
 
         @raise InvalidActionError: when there is no WebSocket connection.
         """
-        if self._conn is None:
+        if self._engine is None:
             raise InvalidActionError("The socket has no connection")
-        self._conn.sc_send(data)
+        self._engine.send_raw(data)
 
     # -- pub/sub -----------------------------------------------------------------
 
@@ -1203,11 +1100,7 @@ class SCClientSocket(EventEmitter):
         cid = channel._request_cid
         if cid is not None:
             channel._request_cid = None
-            self._calls.pop(cid, None)
-            for index, (_payload, buffered_cid) in enumerate(self._buffer):
-                if buffered_cid == cid:
-                    del self._buffer[index]
-                    break
+            self._forget(cid)
 
     def _suspend_channel(self, channel):
         was_subscribed = channel.state == channel.SUBSCRIBED
@@ -1291,7 +1184,7 @@ class SCClientSocket(EventEmitter):
             if error is not None:
                 if not isinstance(error, (BadConnectionError, TimeoutError)):
                     self._set_unauthenticated()
-                d.errback(_as_exception(error))
+                d.errback(as_exception(error))
                 return
             self._stored_token = signed_token
             if status["isAuthenticated"]:

@@ -24,6 +24,7 @@ L{hydrate_error} turns a wire error back into an exception.
 import builtins
 import datetime
 import json
+from typing import Any, Optional
 
 __all__ = [
     "SCError",
@@ -66,28 +67,30 @@ class SCError(Exception):
 
     name = "SCError"
 
-    def __init__(self, message="", **fields):
+    def __init__(self, message: str = "", **fields: Any) -> None:
         super().__init__(message)
         self.message = message
         for key, value in fields.items():
             setattr(self, key, value)
 
-    def __init_subclass__(cls, **kwargs):
+    def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "name" not in cls.__dict__:
             cls.name = cls.__name__
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.message
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "{}({!r})".format(type(self).__name__, self.message)
 
 
 class AuthTokenExpiredError(SCError):
     """The auth token has expired.  C{expiry} is when (an ISO date or a number)."""
 
-    def __init__(self, message="", expiry=None):
+    expiry: Any
+
+    def __init__(self, message: str = "", expiry: Any = None) -> None:
         super().__init__(message, expiry=expiry)
 
 
@@ -98,7 +101,9 @@ class AuthTokenInvalidError(SCError):
 class AuthTokenNotBeforeError(SCError):
     """The auth token is not active yet.  C{date} is when it becomes active."""
 
-    def __init__(self, message="", date=None):
+    date: Any
+
+    def __init__(self, message: str = "", date: Any = None) -> None:
         super().__init__(message, date=date)
 
 
@@ -113,7 +118,9 @@ class AuthError(SCError):
 class SilentMiddlewareBlockedError(SCError):
     """A middleware blocked an action silently.  C{type} is the middleware type."""
 
-    def __init__(self, message="", type=None):
+    type: Optional[str]
+
+    def __init__(self, message: str = "", type: Optional[str] = None) -> None:
         super().__init__(message, type=type)
 
 
@@ -136,7 +143,9 @@ class InvalidMessageError(SCError):
 class SocketProtocolError(SCError):
     """The connection closed with a SocketCluster close code (C{code})."""
 
-    def __init__(self, message="", code=None):
+    code: Optional[int]
+
+    def __init__(self, message: str = "", code: Optional[int] = None) -> None:
         super().__init__(message, code=code)
 
 
@@ -159,7 +168,9 @@ class TimeoutError(SCError, builtins.TimeoutError):
 class BadConnectionError(SCError):
     """The connection went away; C{type} is C{'disconnect'} or C{'connectAbort'}."""
 
-    def __init__(self, message="", type=None):
+    type: Optional[str]
+
+    def __init__(self, message: str = "", type: Optional[str] = None) -> None:
         super().__init__(message, type=type)
 
 
@@ -170,7 +181,9 @@ class BrokerError(SCError):
 class ProcessExitError(SCError):
     """A process exited (C{code} is its exit code)."""
 
-    def __init__(self, message="", code=None):
+    code: Optional[int]
+
+    def __init__(self, message: str = "", code: Optional[int] = None) -> None:
         super().__init__(message, code=code)
 
 
@@ -184,7 +197,7 @@ class RemoteError(SCError):
     classes.  Its C{name} is the name the peer sent.
     """
 
-    def __init__(self, message="", name="Error", **fields):
+    def __init__(self, message: str = "", name: str = "Error", **fields: Any) -> None:
         super().__init__(message, **fields)
         self.name = name
 
@@ -232,7 +245,7 @@ _CLASSES = {
 }
 
 
-def _wire_value(value):
+def _wire_value(value: Any) -> Any:
     """Make an attribute value JSON-friendly, as JSON.stringify would."""
     if isinstance(value, datetime.datetime):
         if value.tzinfo is not None:
@@ -251,7 +264,7 @@ def _wire_value(value):
     return str(value)
 
 
-def dehydrate_error(error):
+def dehydrate_error(error: Any) -> Any:
     """
     Convert C{error} to its wire form (see the module docstring).
 
@@ -275,7 +288,7 @@ def dehydrate_error(error):
     return wire
 
 
-def hydrate_error(obj):
+def hydrate_error(obj: Any) -> Any:
     """
     Convert a wire error back into an exception.
 
@@ -309,7 +322,7 @@ def hydrate_error(obj):
     return error
 
 
-def as_exception(error):
+def as_exception(error: Any) -> BaseException:
     """
     Return a wire error as an exception to fail a Deferred with.
 
@@ -327,7 +340,7 @@ def as_exception(error):
     return RemoteError(message, name="Error", value=error)
 
 
-def socket_protocol_error(code, reason=None):
+def socket_protocol_error(code: int, reason: Optional[str] = None) -> Optional[SocketProtocolError]:
     """
     Return the L{SocketProtocolError} a socket reports when it closes with
     C{code}, or C{None} for the codes of a normal close

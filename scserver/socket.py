@@ -26,7 +26,7 @@ from zope.interface import Interface
 
 from . import _engine
 from ._engine import IEngineOutput
-from ._events import EventEmitter, call_handlers
+from ._events import EventEmitter, Responder, call_handlers
 from .errors import (
     AuthTokenError,
     AuthTokenExpiredError,
@@ -112,26 +112,6 @@ class ISocketRegistry(Interface):
 
     def remove(socket):
         """C{socket} closed."""
-
-
-class _Responder:
-    """The C{respond(error=None, data=None)} callable given to event handlers."""
-
-    __slots__ = ("_socket", "_cid", "done")
-
-    def __init__(self, socket, cid):
-        self._socket = socket
-        self._cid = cid
-        self.done = False
-
-    def __call__(self, error=None, data=None):
-        if self.done:
-            if self._cid is not None:
-                self._socket.server.emit("warning", InvalidActionError(
-                    "Response {} has already been sent".format(self._cid)))
-            return
-        self.done = True
-        self._socket._respond(self._cid, error, data)
 
 
 class SCServerSocket(EventEmitter):
@@ -447,7 +427,12 @@ class SCServerSocket(EventEmitter):
     def _dispatch_event(self, event, data, cid):
         handlers = self._handlers.get(event)
         if handlers:
-            call_handlers(handlers, event, data, _Responder(self, cid), cid is not None)
+            respond = Responder(self._engine.respond, cid, self._responded_twice)
+            call_handlers(handlers, event, data, respond, cid is not None)
+
+    def _responded_twice(self, cid):
+        self.server.emit("warning", InvalidActionError(
+            "Response {} has already been sent".format(cid)))
 
     # -- handshake -------------------------------------------------------
 
@@ -846,9 +831,6 @@ class SCServerSocket(EventEmitter):
     def _emit_error(self, error):
         self._emit("error", error)
         self.server.emit("warning", error)
-
-    def _respond(self, cid, error, data):
-        self._engine.respond(cid, error, data)
 
     def _failed(self, failure, what, cid):
         """

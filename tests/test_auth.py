@@ -4,11 +4,8 @@ expiry helper.
 """
 
 import base64
-import hashlib
-import hmac
 import json
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from twisted.internet.task import Clock
 from twisted.logger import Logger
@@ -32,38 +29,11 @@ from scserver.errors import (
     InvalidOptionsError,
 )
 from scserver.interfaces import IAuthEngine
+from tests._helpers import NOW, b64url, ec_pair, hs256_token, pem_pair
 
 KEY = "test-secret-key-that-is-long-enough-for-hs512-0123456789abcdef-0123456789"
 OTHER_KEY = "another-secret-key-that-is-long-enough-for-hs512-0123456789abcdef-01234"
-NOW = 1795639688
 HS256 = {"algorithms": ["HS256"]}
-
-
-def b64url(data):
-    """Base64url-encode C{data} (bytes or a JSON-able object) without padding."""
-    if not isinstance(data, bytes):
-        data = json.dumps(data, separators=(",", ":")).encode("utf-8")
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def hs256_token(header, payload, key):
-    """Build an HS256-signed token by hand (PyJWT refuses some keys)."""
-    signing_input = b64url(header) + "." + b64url(payload)
-    if isinstance(key, str):
-        key = key.encode("utf-8")
-    signature = hmac.new(key, signing_input.encode("ascii"), hashlib.sha256).digest()
-    return signing_input + "." + b64url(signature)
-
-
-def pem_pair(private_key):
-    """The PEM strings (private, public) of a cryptography private key."""
-    private = private_key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()).decode("ascii")
-    public = private_key.public_key().public_bytes(
-        serialization.Encoding.PEM,
-        serialization.PublicFormat.SubjectPublicKeyInfo).decode("ascii")
-    return private, public
 
 
 _RSA = []
@@ -74,11 +44,6 @@ def rsa_pair():
     if not _RSA:
         _RSA.append(pem_pair(rsa.generate_private_key(public_exponent=65537, key_size=2048)))
     return _RSA[0]
-
-
-def ec_pair(curve=None):
-    """A fresh EC key pair (P-256 by default)."""
-    return pem_pair(ec.generate_private_key(curve or ec.SECP256R1()))
 
 
 def ed25519_pair():

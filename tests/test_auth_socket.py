@@ -8,8 +8,6 @@ transcripts 08, 09, 10 and 10b.
 import os
 import sys
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from twisted.internet import defer, utils
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -21,9 +19,10 @@ from scserver.errors import (
     SocketProtocolError,
 )
 from scserver.testing import connect, make_server
+from tests._helpers import NOW, b64url, ec_pair, hs256_token
 
 KEY = "auth-socket-test-key"
-START = 1795639688.0
+START = float(NOW)
 
 
 def sign(payload, key=KEY, now=START, **options):
@@ -377,13 +376,7 @@ class ExpiryTests(AuthTestMixin, SynchronousTestCase):
 
 class AsymmetricKeyTests(AuthTestMixin, SynchronousTestCase):
     def setUp(self):
-        key = ec.generate_private_key(ec.SECP256R1())
-        self.private_pem = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption()).decode()
-        self.public_pem = key.public_key().public_bytes(
-            serialization.Encoding.PEM,
-            serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+        self.private_pem, self.public_pem = ec_pair()
         server = make_server(auth_key=None, auth_private_key=self.private_pem,
                              auth_public_key=self.public_pem, auth_algorithm="ES256")
         server.reactor.advance(START)
@@ -397,25 +390,14 @@ class AsymmetricKeyTests(AuthTestMixin, SynchronousTestCase):
         self.assertIs(other.handshake(token)["isAuthenticated"], True)
 
     def test_hmacWithThePublicKeyIsRefused(self):
-        import base64
-        import hashlib
-        import hmac
-
-        def b64(data):
-            return base64.urlsafe_b64encode(data).rstrip(b"=")
-
-        signing_input = b64(b'{"alg":"HS256","typ":"JWT"}') + b"." + b64(b'{"u":"evil"}')
-        signature = hmac.new(self.public_pem.encode(), signing_input, hashlib.sha256).digest()
-        forged = (signing_input + b"." + b64(signature)).decode()
+        forged = hs256_token({"alg": "HS256", "typ": "JWT"}, {"u": "evil"}, self.public_pem)
         status = connect(self.server).handshake(forged)
         self.assertIs(status["isAuthenticated"], False)
         self.assertEqual(status["authError"]["name"], "AuthTokenInvalidError")
 
     def test_algNoneIsRefused(self):
-        import base64
-        header = base64.urlsafe_b64encode(b'{"alg":"none","typ":"JWT"}').rstrip(b"=")
-        payload = base64.urlsafe_b64encode(b'{"u":"evil"}').rstrip(b"=")
-        status = connect(self.server).handshake((header + b"." + payload + b".").decode())
+        unsigned = b64url({"alg": "none", "typ": "JWT"}) + "." + b64url({"u": "evil"}) + "."
+        status = connect(self.server).handshake(unsigned)
         self.assertIs(status["isAuthenticated"], False)
 
 

@@ -5,20 +5,21 @@ working.
 
 Every case runs through L{scserver.testing} (in memory, on a Clock), and the
 transport-level cases (invalid UTF-8, C{max_payload}) and a selection of the
-others also run through real WebSocket connections (autobahn clients against
-C{server.listen("tcp:0:interface=127.0.0.1")}).
+others also run through real WebSocket connections: raw autobahn clients
+against the server's WebSocket transport, connected in memory
+(L{scserver.testing.MemoryNetwork}) and driven by its clock.
 """
 
 import json
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
-from twisted.internet import defer, reactor
-from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.task import Clock, deferLater
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.internet import defer
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
 
 from scserver import SCServer, SCServerSocket, errors
-from scserver.testing import connect, make_server
+from scserver.testing import MemoryNetwork, connect, make_server
+from tests._helpers import MemoryCase
 
 KEY = "bad-input-test-secret"
 
@@ -449,67 +450,59 @@ class RawClient(WebSocketClientProtocol):
         return self.reply(cid)
 
 
-class RealSocketBadInputTests(TestCase):
-    """Bad input over real WebSocket connections."""
+class RealSocketBadInputTests(MemoryCase):
+    """Bad input over real WebSocket connections (on a L{MemoryNetwork})."""
 
-    timeout = 20
-
-    @defer.inlineCallbacks
     def setUp(self):
-        self.server = SCServer(auth_key=KEY)
+        MemoryCase.setUp(self)
+        self.server = SCServer(reactor=self.clock, auth_key=KEY)
         self.server.on("connection", lambda socket, status: socket.on(
             "echo", lambda data, respond: data))
         self.closes = {}
         self.server.on("closure", lambda socket, code, reason: self.closes.__setitem__(
             socket.id, code))
-        port = yield self.server.listen("tcp:0:interface=127.0.0.1")
-        self.addCleanup(self.server.close)
-        self.port = port.getHost().port
-        self.bystander = yield self.client()
-        yield self.handshake(self.bystander)
+        self.net = MemoryNetwork(self.server)
+        self.addCleanup(lambda: self.wait(self.server.close()))
+        self.bystander = self.client()
+        self.handshake(self.bystander)
 
     def tearDown(self):
         self.assertEqual(self.flushLoggedErrors(), [])
 
-    @defer.inlineCallbacks
     def client(self):
-        factory = WebSocketClientFactory("ws://127.0.0.1:{}/socketcluster/".format(self.port))
+        factory = WebSocketClientFactory(self.net.default_url, reactor=self.net.reactor)
         factory.protocol = RawClient
         factory.opened = defer.Deferred()
-        yield TCP4ClientEndpoint(reactor, "127.0.0.1", self.port).connect(factory)
-        client = yield factory.opened
+        self.net.reactor.connectTCP(factory.host, factory.port, factory)
+        client = self.wait(factory.opened)
         self.addCleanup(self.drop, client)
         return client
 
     def drop(self, client):
         if client.close_info is None:
             client.transport.loseConnection()
-        return client.closed
+        self.wait(client.closed)
 
-    @defer.inlineCallbacks
     def handshake(self, client):
         client.send_json(HANDSHAKE)
-        reply = yield client.reply(1)
+        reply = self.wait(client.reply(1))
         return reply["data"]
 
-    @defer.inlineCallbacks
     def assertStillWorking(self, *clients):
         """Each client and the bystander still get an echo back."""
         for client in clients + (self.bystander,):
-            reply = yield client.request("echo", {"still": "ok"})
+            reply = self.wait(client.request("echo", {"still": "ok"}))
             self.assertEqual(reply["data"], {"still": "ok"})
         self.assertEqual(self.server.clients_count, len(clients) + 1)
 
-    @defer.inlineCallbacks
     def victim(self):
-        client = yield self.client()
-        status = yield self.handshake(client)
+        client = self.client()
+        status = self.handshake(client)
         return client, self.server.clients[status["id"]]
 
-    @defer.inlineCallbacks
     def test_non_json_and_garbage(self):
         """Non-JSON text and binary garbage are raw messages; no reply, no close."""
-        client, socket = yield self.victim()
+        client, socket = self.victim()
         raw = []
         socket.on("raw", raw.append)
         for payload in NON_JSON:
@@ -517,147 +510,136 @@ class RealSocketBadInputTests(TestCase):
                 client.send_text(payload)
         client.sendMessage(bytes(range(256)), True)
         client.sendMessage(b"\xc1" * 1000, True)
-        yield self.assertStillWorking(client)
+        self.assertStillWorking(client)
         # The handshake reply and the echo reply, nothing else.
         self.assertEqual(len(client.messages), 2)
         self.assertTrue(raw)
 
-    @defer.inlineCallbacks
     def test_wrong_types(self):
         """
         Every wrongly typed event name or C{data} of C{#subscribe},
         C{#publish}, C{#unsubscribe}, C{#authenticate} gets an error reply.
         """
-        client, socket = yield self.victim()
+        client, socket = self.victim()
         for name in BAD_EVENT_NAMES:
-            reply = yield client.request(name, 1)
+            reply = self.wait(client.request(name, 1))
             self.assertEqual(reply["error"]["name"], "InvalidMessageError")
         for event in ("#subscribe", "#publish", "#unsubscribe"):
             for data in BAD_CHANNEL_DATA:
-                reply = yield client.request(event, data)
+                reply = self.wait(client.request(event, data))
                 self.assertIn(reply["error"]["name"], ("InvalidActionError", "BrokerError"))
         for data in BAD_TOKENS:
-            reply = yield client.request("#authenticate", data)
+            reply = self.wait(client.request("#authenticate", data))
             self.assertIn("error", reply)
         self.assertEqual(socket.subscriptions(), [])
-        yield self.assertStillWorking(client)
+        self.assertStillWorking(client)
 
-    @defer.inlineCallbacks
     def test_bad_handshakes(self):
         """Malformed handshakes open the socket unauthenticated."""
         clients = []
         for data in BAD_HANDSHAKE_DATA:
-            client = yield self.client()
+            client = self.client()
             client.send_json({"event": "#handshake", "data": data, "cid": 1})
-            reply = yield client.reply(1)
+            reply = self.wait(client.reply(1))
             self.assertIs(reply["data"]["isAuthenticated"], False)
             clients.append(client)
-        yield self.assertStillWorking(*clients)
+        self.assertStillWorking(*clients)
 
-    @defer.inlineCallbacks
     def test_cids(self):
         """Only valid cids are answered, over the wire too."""
-        client, socket = yield self.victim()
+        client, socket = self.victim()
         for cid in CIDS:
             client.send_json({"event": "echo", "data": "bad", "cid": cid})
         client.send_text('{"event":"echo","data":"bad","cid":1%s}' % ("0" * 5000,))
-        reply = yield client.request("echo", "good")
+        reply = self.wait(client.request("echo", "good"))
         self.assertEqual(reply["data"], "good")
         self.assertEqual(len(client.messages), 2)
-        yield self.assertStillWorking(client)
+        self.assertStillWorking(client)
 
-    @defer.inlineCallbacks
     def test_deep_nesting(self):
         """Deeply nested JSON within max_payload does no harm."""
-        client, socket = yield self.victim()
+        client, socket = self.victim()
         depth = 200000
         client.send_text("[" * depth + "]" * depth)
         client.send_text('{"event":"echo","data":%s,"cid":77}' % ("[" * depth + "]" * depth,))
-        yield self.assertStillWorking(client)
+        self.assertStillWorking(client)
 
-    @defer.inlineCallbacks
     def test_garbage_before_handshake(self):
         """Binary garbage before the handshake: close 4009."""
-        client = yield self.client()
+        client = self.client()
         client.sendMessage(b"\xff\x00garbage", True)
-        code, reason = yield client.closed
+        code, reason = self.wait(client.closed)
         self.assertEqual(code, 4009)
-        yield self.assertStillWorking()
+        self.assertStillWorking()
 
-    @defer.inlineCallbacks
     def test_error_reply_with_reserved_attribute_names(self):
         """
         A client's error reply with a field named C{args} fails the
         server's invoke; it does not break the connection.
         """
-        client, socket = yield self.victim()
+        client, socket = self.victim()
         d = socket.invoke("ask")
-        message = yield client.wait_for(lambda m: '"event":"ask"' in m)
+        message = self.wait(client.wait_for(lambda m: '"event":"ask"' in m))
         cid = json.loads(message)["cid"]
         client.send_json({"rid": cid, "error": {"message": "m", "args": 5}})
-        d.addTimeout(3, reactor)
-        failure = yield self.assertFailure(d, Exception)
+        d.addTimeout(3, self.clock)
+        failure = self.wait_failure(d, Exception)
         self.assertNotIsInstance(failure, defer.TimeoutError)
-        yield self.assertStillWorking(client)
+        self.assertStillWorking(client)
 
-    @defer.inlineCallbacks
     def test_invalid_utf8_client_sees_1007(self):
         """Invalid UTF-8 in a text frame: the client gets a close frame with 1007."""
-        client, socket = yield self.victim()
+        client, socket = self.victim()
         client.sendMessage(b'{"event":"echo","data":"\xff\xfe","cid":2}', False)
-        code, reason = yield client.closed
+        code, reason = self.wait(client.closed)
         self.assertEqual(code, 1007)
-        yield self.assertStillWorking()
+        self.assertStillWorking()
 
-    @defer.inlineCallbacks
     def test_invalid_utf8_server_socket_sees_1007(self):
         """Invalid UTF-8 in a text frame: the server socket closes with 1007."""
-        client, socket = yield self.victim()
+        client, socket = self.victim()
         errors_seen = []
         socket.on("error", errors_seen.append)
         client.sendMessage(b'{"event":"echo","data":"\xff\xfe","cid":2}', False)
-        yield client.closed
-        yield deferLater(reactor, 0.1, lambda: None)
+        self.wait(client.closed)
+        self.run_until(lambda: socket.id in self.closes)
         self.assertEqual(socket.state, SCServerSocket.CLOSED)
         self.assertEqual(self.closes[socket.id], 1007)
         self.assertEqual([getattr(e, "code", None) for e in errors_seen], [1007])
-        yield self.assertStillWorking()
+        self.assertStillWorking()
 
-    @defer.inlineCallbacks
     def test_max_payload_client_sees_1009(self):
         """A message over C{max_payload}: the client gets a close frame with 1009."""
-        client, socket = yield self.victim()
+        client, socket = self.victim()
         client.send_text('{"event":"echo","data":"%s","cid":2}' % ("x" * 1048576,))
-        code, reason = yield client.closed
+        code, reason = self.wait(client.closed)
         self.assertEqual(code, 1009)
-        yield self.assertStillWorking()
+        self.assertStillWorking()
 
-    @defer.inlineCallbacks
     def test_max_payload_server_socket_sees_1009(self):
         """
         A message over C{max_payload}: the server socket closes with 1009
         and reports a C{SocketProtocolError} (1009, "Message was too big to
         process").
         """
-        client, socket = yield self.victim()
+        client, socket = self.victim()
         errors_seen = []
         socket.on("error", errors_seen.append)
         client.send_text('{"event":"echo","data":"%s","cid":2}' % ("x" * 1048576,))
-        yield client.closed
-        yield deferLater(reactor, 0.1, lambda: None)
+        self.wait(client.closed)
+        self.run_until(lambda: socket.id in self.closes)
         self.assertEqual(socket.state, SCServerSocket.CLOSED)
         self.assertEqual(self.closes[socket.id], 1009)
         self.assertEqual([str(e) for e in errors_seen], ["Message was too big to process"])
-        yield self.assertStillWorking()
+        self.assertStillWorking()
 
-    @defer.inlineCallbacks
     def test_max_payload_exact(self):
         """A message of exactly C{max_payload} bytes is accepted."""
-        client, socket = yield self.victim()
+        client, socket = self.victim()
         head, tail = '{"event":"echo","data":"', '","cid":99}'
         payload = head + "x" * (1048576 - len(head) - len(tail)) + tail
         self.assertEqual(len(payload), 1048576)
         client.send_text(payload)
-        reply = yield client.reply(99)
+        reply = self.wait(client.reply(99))
         self.assertEqual(len(reply["data"]), 1048576 - len(head) - len(tail))
-        yield self.assertStillWorking(client)
+        self.assertStillWorking(client)

@@ -197,3 +197,65 @@ class BrokerInterestTests(SynchronousTestCase):
         self.failureResultOf(channel.subscribe(), BrokerError)
         self.assertEqual(channel.state, SCChannel.UNSUBSCRIBED)
         self.assertEqual(server.exchange._broker_channels, {})
+
+
+class PublicationTests(SynchronousTestCase):
+    """
+    The fan-out: a L{scserver.exchange.Publication} is encoded once per
+    codec, and one codec that cannot encode it costs only its own sockets
+    their copy.
+    """
+
+    def test_encodingErrorSkipsOnlyThatCodec(self):
+        """
+        A publication one codec cannot encode still reaches the sockets on
+        the other codec, before and after them; the warning comes once.
+        (The fan-out used to stop at the first encoding error.)
+        """
+        from scserver.codec import JSONCodec
+        from scserver.testing import connect, make_server
+
+        class Refusing(JSONCodec):
+            def encode(self, obj):
+                if type(obj) is dict and obj.get("event") == "#publish":
+                    raise ValueError("cannot encode this publication")
+                return JSONCodec.encode(self, obj)
+
+        server = make_server()
+        warnings = []
+        server.on("warning", warnings.append)
+        conns = [connect(server)]
+        server.set_codec_engine(Refusing())
+        conns += [connect(server), connect(server)]
+        server.set_codec_engine(JSONCodec())
+        conns.append(connect(server))
+        for conn in conns:
+            conn.handshake()
+            self.successResultOf(conn.subscribe("news"))
+            conn.pop_sent()
+        self.successResultOf(server.exchange.publish("news", "hello"))
+        got = [[p for p in conn.pop_sent() if type(p) is dict] for conn in conns]
+        expected = [{"event": "#publish", "data": {"channel": "news", "data": "hello"}}]
+        self.assertEqual(got, [expected, [], [], expected])
+        self.assertEqual([str(w) for w in warnings], ["cannot encode this publication"])
+
+    def test_framedOncePerCodec(self):
+        """Every socket on one codec is given the same prepared message."""
+        from scserver.exchange import Publication
+
+        prepared = []
+
+        def prepare(payload):
+            prepared.append(payload)
+            return object()
+
+        class Codec:
+            def encode(self, obj):
+                return "x"
+
+        publication = Publication("news", 1, prepare, lambda e: None)
+        codec, other = Codec(), Codec()
+        first = publication.frame(codec)
+        self.assertIs(publication.frame(codec), first)
+        self.assertIsNot(publication.frame(other), first)
+        self.assertEqual(prepared, ["x", "x"])

@@ -3,19 +3,17 @@ Every middleware type end to end: what C{req} holds, what a block does to
 the client, and the C{'warning'} it raises.
 
 C{handshakeWS} and C{origins} run at the HTTP upgrade, so they are tested
-over real sockets on 127.0.0.1 with a raw HTTP client (the refusal is an
-HTTP response, not a WebSocket).  The other types are tested with
+through the server's real WebSocket transport with a raw HTTP client (the
+refusal is an HTTP response, not a WebSocket), connected in memory
+(L{scserver.testing.MemoryNetwork}).  The other types are tested with
 L{scserver.testing} connections driven by a L{Clock}.
 """
 
-import time
-
-from twisted.internet import defer, reactor
+from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
-from twisted.internet.task import Clock
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SynchronousTestCase
 
 from scserver import SCServer
 from scserver._transport import origin_allowed
@@ -27,7 +25,8 @@ from scserver.errors import (
     ServerProtocolError,
     SilentMiddlewareBlockedError,
 )
-from scserver.testing import NotAnswered, connect, make_server
+from scserver.testing import MemoryNetwork, NotAnswered, connect, make_server
+from tests._helpers import ClockServerCase, MemoryCase, names, publications
 
 KEY = "middleware-types-test-key-0123456789abcdef"
 
@@ -44,41 +43,10 @@ class AuthenticateMiddlewareError(Exception):
     pass
 
 
-def clock_now():
-    clock = Clock()
-    clock.advance(int(time.time()))
-    return clock
-
-
-def names(errors):
-    return [getattr(e, "name", type(e).__name__) for e in errors]
-
-
-def publications(conn, channel=None):
-    return [p["data"]["data"] for p in conn.sent_events("#publish")
-            if channel is None or p["data"]["channel"] == channel]
-
-
-class FakeCase(SynchronousTestCase):
+class FakeCase(ClockServerCase):
     """A server on a Clock, with its warnings recorded."""
 
-    options = {}
-
-    def setUp(self):
-        self.clock = clock_now()
-        self.server = self.make_server(**self.options)
-
-    def make_server(self, **options):
-        options.setdefault("auth_key", KEY)
-        server = make_server(clock=self.clock, **options)
-        self.warnings = []
-        server.on("warning", self.warnings.append)
-        return server
-
-    def open(self, server=None, token=None, **kwargs):
-        conn = connect(server or self.server, **kwargs)
-        conn.handshake(token)
-        return conn
+    auth_key = KEY
 
     def token_for(self, payload, expires_in=None):
         """Sign C{payload} with the server's key, as set_auth_token would."""
@@ -94,7 +62,7 @@ class FakeCase(SynchronousTestCase):
         return [w for w in self.warnings if getattr(w, "name", None) != "SocketProtocolError"]
 
 
-# -- handshakeWS and origins: real sockets ------------------------------------
+# -- handshakeWS and origins: the HTTP upgrade, on a memory network ------------
 
 
 class RawHTTP(Protocol):
@@ -133,34 +101,29 @@ def parse_response(raw):
     return status, headers, body.decode("utf-8")
 
 
-class RealServerCase(TestCase):
-    timeout = 20
-
-    @defer.inlineCallbacks
+class RealServerCase(MemoryCase):
     def start(self, **options):
         options.setdefault("auth_key", KEY)
-        self.server = SCServer(reactor=reactor, **options)
+        self.server = SCServer(reactor=self.clock, **options)
         self.warnings = []
         self.server.on("warning", self.warnings.append)
         self.handshakes = []
         self.server.on("handshake", self.handshakes.append)
-        port = yield self.server.listen("tcp:0:interface=127.0.0.1")
-        self.port = port.getHost().port
-        self.url = "ws://127.0.0.1:{}/socketcluster/".format(self.port)
-        self.addCleanup(self.server.close)
+        self.net = MemoryNetwork(self.server)
+        self.url = self.net.default_url
+        self.addCleanup(lambda: self.wait(self.server.close()))
         return self.server
 
-    @defer.inlineCallbacks
     def upgrade(self, path="/socketcluster/", origin=None, headers=()):
         """
         Send a WebSocket upgrade request.
 
-        @return: a Deferred firing with C{(status, headers, body)}; a
-            connection that upgraded (101) is dropped at once.
+        @return: C{(status, headers, body)}; a connection that upgraded
+            (101) is dropped at once.
         """
         lines = [
             "GET {} HTTP/1.1".format(path),
-            "Host: 127.0.0.1:{}".format(self.port),
+            "Host: localhost",
             "Upgrade: websocket",
             "Connection: Upgrade",
             "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
@@ -172,20 +135,21 @@ class RealServerCase(TestCase):
             lines.append("{}: {}".format(name, value))
         request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         protocol = RawHTTP(request)
-        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.port), protocol)
-        raw = yield protocol.head
+        head = protocol.head
+        self.wait(connectProtocol(TCP4ClientEndpoint(self.net.reactor, "localhost", 80),
+                                  protocol))
+        raw = self.wait(head)
         status, response_headers, body = parse_response(raw)
         if status == 101:
             protocol.transport.abortConnection()
-            yield protocol.lost
+            self.wait(protocol.lost)
         else:
-            raw = yield protocol.lost
+            raw = self.wait(protocol.lost)
             status, response_headers, body = parse_response(raw)
         return status, response_headers, body
 
 
 class HandshakeWSTests(RealServerCase):
-    @defer.inlineCallbacks
     def test_requestAttributes(self):
         """
         C{req.request} is the HTTP upgrade request: C{path} with the query
@@ -193,7 +157,7 @@ class HandshakeWSTests(RealServerCase):
         dict of lists); the socket later has the same object as
         C{socket.request}.
         """
-        yield self.start()
+        self.start()
         requests = []
 
         def handshake_ws(req, next):
@@ -201,7 +165,7 @@ class HandshakeWSTests(RealServerCase):
             next()
 
         self.server.add_middleware(SCServer.MIDDLEWARE_HANDSHAKE_WS, handshake_ws)
-        status, _, _ = yield self.upgrade(
+        status, _, _ = self.upgrade(
             path="/socketcluster/?user=bob&tag=a&tag=b", origin="https://example.com",
             headers=[("X-Custom", "yes")])
         self.assertEqual(status, 101)
@@ -219,18 +183,17 @@ class HandshakeWSTests(RealServerCase):
         self.assertIs(self.handshakes[0].request, request)
         self.assertEqual(self.handshakes[0].remote_address, "127.0.0.1")
 
-    @defer.inlineCallbacks
     def test_blockIs401WithMessage(self):
         """
         A block answers the upgrade with HTTP 401 and the error's message as
         the body; no WebSocket (no server socket) is created, and the server
         emits the error as a 'warning'.
         """
-        yield self.start()
+        self.start()
         error = AppError("You shall not pass")
         self.server.add_middleware(SCServer.MIDDLEWARE_HANDSHAKE_WS,
                                    lambda req, next: next(error))
-        status, headers, body = yield self.upgrade()
+        status, headers, body = self.upgrade()
         self.assertEqual(status, 401)
         self.assertEqual(body, "You shall not pass")
         self.assertNotIn("upgrade", headers)
@@ -240,60 +203,55 @@ class HandshakeWSTests(RealServerCase):
         self.assertEqual(self.server.clients_count, 0)
         self.assertEqual(self.warnings, [error])
 
-    @defer.inlineCallbacks
     def test_stringBlock(self):
-        yield self.start()
+        self.start()
         self.server.add_middleware(SCServer.MIDDLEWARE_HANDSHAKE_WS,
                                    lambda req, next: next("no entry"))
-        status, _, body = yield self.upgrade()
+        status, _, body = self.upgrade()
         self.assertEqual((status, body), (401, "no entry"))
 
-    @defer.inlineCallbacks
     def test_silentBlock(self):
         """
         C{next(True)} refuses with 401 and the SilentMiddlewareBlockedError
         message, without a 'warning'.
         """
-        yield self.start()
+        self.start()
         self.server.add_middleware(SCServer.MIDDLEWARE_HANDSHAKE_WS,
                                    lambda req, next: next(True))
-        status, _, body = yield self.upgrade()
+        status, _, body = self.upgrade()
         self.assertEqual(status, 401)
         self.assertEqual(body, "Action was silently blocked by handshakeWS middleware")
         self.assertEqual(self.warnings, [])
         self.assertEqual(self.handshakes, [])
 
-    @defer.inlineCallbacks
     def test_warningsDisabled(self):
-        yield self.start(middleware_emit_warnings=False)
+        self.start(middleware_emit_warnings=False)
         self.server.add_middleware(SCServer.MIDDLEWARE_HANDSHAKE_WS,
                                    lambda req, next: next(AppError("quiet refusal")))
-        status, _, body = yield self.upgrade()
+        status, _, body = self.upgrade()
         self.assertEqual((status, body), (401, "quiet refusal"))
         self.assertEqual(self.warnings, [])
 
-    @defer.inlineCallbacks
     def test_asyncBlock(self):
         """A middleware returning a Deferred that fails blocks with its error."""
-        yield self.start()
+        self.start()
 
         def handshake_ws(req):
             return defer.ensureDeferred(self._later_fail(AppError("later no")))
 
         self.server.add_middleware(SCServer.MIDDLEWARE_HANDSHAKE_WS,
                                    lambda req, next: handshake_ws(req))
-        status, _, body = yield self.upgrade()
+        status, _, body = self.upgrade()
         self.assertEqual((status, body), (401, "later no"))
 
     async def _later_fail(self, error):
         from twisted.internet.task import deferLater
-        await deferLater(reactor, 0.01, lambda: None)
+        await deferLater(self.clock, 0.01, lambda: None)
         raise error
 
-    @defer.inlineCallbacks
     def test_blockByQuery(self):
         """A typical use: refuse by a query parameter, allow the others."""
-        yield self.start()
+        self.start()
 
         def handshake_ws(req, next):
             if req.request.params.get("key") == ["secret"]:
@@ -302,51 +260,49 @@ class HandshakeWSTests(RealServerCase):
                 next(AppError("bad key"))
 
         self.server.add_middleware(SCServer.MIDDLEWARE_HANDSHAKE_WS, handshake_ws)
-        status, _, body = yield self.upgrade(path="/socketcluster/?key=wrong")
+        status, _, body = self.upgrade(path="/socketcluster/?key=wrong")
         self.assertEqual((status, body), (401, "bad key"))
-        status, _, _ = yield self.upgrade(path="/socketcluster/?key=secret")
+        status, _, _ = self.upgrade(path="/socketcluster/?key=secret")
         self.assertEqual(status, 101)
 
-    @defer.inlineCallbacks
     def test_allowedClientConnects(self):
         """With the middleware allowing, a real client completes the handshake."""
-        yield self.start()
+        self.start()
         seen = []
         self.server.add_middleware(SCServer.MIDDLEWARE_HANDSHAKE_WS,
                                    lambda req, next: (seen.append(req.request.path), next()))
-        client = yield client_connect(self.url + "?n=1", reactor=reactor)
-        self.addCleanup(client.disconnect)
+        client = self.wait(client_connect(self.url + "?n=1", reactor=self.net.reactor,
+                                          auto_reconnect=False))
+        self.addCleanup(lambda: self.wait(client.disconnect()))
         self.assertEqual(client.state, "open")
         self.assertEqual(seen, ["/socketcluster/?n=1"])
 
-    @defer.inlineCallbacks
     def test_blockedClientSeesNoHandshake(self):
         """The real client's connect() fails; the server never made a socket."""
-        yield self.start()
+        self.start()
         self.server.add_middleware(SCServer.MIDDLEWARE_HANDSHAKE_WS,
                                    lambda req, next: next(AppError("go away")))
         errors = []
         from scserver.client import SCClientSocket
-        client = SCClientSocket(self.url, reactor=reactor)
+        client = SCClientSocket(self.url, reactor=self.net.reactor, auto_reconnect=False)
         client.on("error", errors.append)
         closes = []
         client.on("connectAbort", lambda code, reason: closes.append(code))
-        yield self.assertFailure(client.connect(), Exception)
+        self.wait_failure(client.connect(), Exception)
         self.assertEqual(self.handshakes, [])
         self.assertEqual(len(closes), 1)
         self.assertNotEqual(closes[0], 1000)
 
 
 class OriginsTests(RealServerCase):
-    @defer.inlineCallbacks
     def test_exactNotSubstring(self):
         """
         origins=['myexample.com:443'] refuses https://example.com (v14's
         string indexOf would have admitted it) with HTTP 403 before the
         upgrade, and emits a 'warning'.
         """
-        yield self.start(origins=["myexample.com:443"])
-        status, headers, body = yield self.upgrade(origin="https://example.com")
+        self.start(origins=["myexample.com:443"])
+        status, headers, body = self.upgrade(origin="https://example.com")
         self.assertEqual(status, 403)
         self.assertEqual(
             body, "Failed to authorize socket handshake - Invalid origin: https://example.com")
@@ -355,29 +311,27 @@ class OriginsTests(RealServerCase):
         self.assertEqual(len(self.warnings), 1)
         self.assertIsInstance(self.warnings[0], ServerProtocolError)
         self.assertIn("Invalid origin: https://example.com", self.warnings[0].message)
-        status, _, _ = yield self.upgrade(origin="https://myexample.com")
+        status, _, _ = self.upgrade(origin="https://myexample.com")
         self.assertEqual(status, 101)
 
-    @defer.inlineCallbacks
     def test_stringOptionIsNotSubstringMatched(self):
         """The option given as one string is still matched per pattern."""
-        yield self.start(origins="myexample.com:443")
-        status, _, _ = yield self.upgrade(origin="https://example.com")
+        self.start(origins="myexample.com:443")
+        status, _, _ = self.upgrade(origin="https://example.com")
         self.assertEqual(status, 403)
-        status, _, _ = yield self.upgrade(origin="https://ample.com")
+        status, _, _ = self.upgrade(origin="https://ample.com")
         self.assertEqual(status, 403)
-        status, _, _ = yield self.upgrade(origin="https://myexample.com")
+        status, _, _ = self.upgrade(origin="https://myexample.com")
         self.assertEqual(status, 101)
 
-    @defer.inlineCallbacks
     def test_defaultPorts(self):
         """https without a port is 443, http without a port is 80."""
-        yield self.start(origins=["secure.example:443", "plain.example:80"])
+        self.start(origins=["secure.example:443", "plain.example:80"])
         results = []
         for origin in ("https://secure.example", "http://secure.example",
                        "http://plain.example", "https://plain.example",
                        "https://secure.example:8443", "http://plain.example:80"):
-            status, _, _ = yield self.upgrade(origin=origin)
+            status, _, _ = self.upgrade(origin=origin)
             results.append((origin, status))
         self.assertEqual(results, [
             ("https://secure.example", 101), ("http://secure.example", 403),
@@ -385,24 +339,23 @@ class OriginsTests(RealServerCase):
             ("https://secure.example:8443", 403), ("http://plain.example:80", 101),
         ])
 
-    @defer.inlineCallbacks
     def test_missingOriginAllowed(self):
         """Clients that send no Origin (not browsers) are let through."""
-        yield self.start(origins=["myexample.com:443"])
-        status, _, _ = yield self.upgrade()
+        self.start(origins=["myexample.com:443"])
+        status, _, _ = self.upgrade()
         self.assertEqual(status, 101)
-        client = yield client_connect(self.url, reactor=reactor)
-        self.addCleanup(client.disconnect)
+        client = self.wait(client_connect(self.url, reactor=self.net.reactor,
+                                          auto_reconnect=False))
+        self.addCleanup(lambda: self.wait(client.disconnect()))
         self.assertEqual(client.state, "open")
 
-    @defer.inlineCallbacks
     def test_wildcards(self):
-        yield self.start(origins=["*.example.com:*", "*:8000"])
+        self.start(origins=["*.example.com:*", "*:8000"])
         results = []
         for origin in ("https://a.example.com", "http://b.example.com:1234",
                        "https://example.com", "http://anything.org:8000",
                        "http://anything.org:8001", "https://a.example.com.evil.org"):
-            status, _, _ = yield self.upgrade(origin=origin)
+            status, _, _ = self.upgrade(origin=origin)
             results.append((origin, status))
         self.assertEqual(results, [
             ("https://a.example.com", 101), ("http://b.example.com:1234", 101),
@@ -410,17 +363,16 @@ class OriginsTests(RealServerCase):
             ("http://anything.org:8001", 403), ("https://a.example.com.evil.org", 403),
         ])
 
-    @defer.inlineCallbacks
     def test_originCheckedBeforeHandshakeWS(self):
         """A refused origin never reaches the handshakeWS middleware."""
-        yield self.start(origins=["good.example:443"])
+        self.start(origins=["good.example:443"])
         calls = []
         self.server.add_middleware(SCServer.MIDDLEWARE_HANDSHAKE_WS,
                                    lambda req, next: (calls.append(req), next()))
-        status, _, _ = yield self.upgrade(origin="https://bad.example")
+        status, _, _ = self.upgrade(origin="https://bad.example")
         self.assertEqual(status, 403)
         self.assertEqual(calls, [])
-        status, _, _ = yield self.upgrade(origin="https://good.example")
+        status, _, _ = self.upgrade(origin="https://good.example")
         self.assertEqual(status, 101)
         self.assertEqual(len(calls), 1)
 

@@ -8,6 +8,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from scserver.codec import JSONCodec
 from scserver.errors import BrokerError, InvalidActionError
 from scserver.testing import connect, make_server
+from tests._helpers import publications
 
 
 class CountingCodec(JSONCodec):
@@ -21,11 +22,6 @@ class CountingCodec(JSONCodec):
         if type(obj) is dict and obj.get("event") == "#publish":
             self.publications += 1
         return JSONCodec.encode(self, obj)
-
-
-def publications(conn, channel=None):
-    return [p["data"]["data"] for p in conn.sent_events("#publish")
-            if channel is None or p["data"]["channel"] == channel]
 
 
 class FanOutTests(SynchronousTestCase):

@@ -15,32 +15,31 @@ with our key.
 Most cases run on L{scserver.testing} connections driven by a L{Clock}
 (deterministic); the cases about the network (disconnecting during the
 handshake, a lost connection, what a real client sees of a rejection or a
-close) also run over real sockets on 127.0.0.1 with L{scserver.client} or a
-raw autobahn WebSocket client.
+close) also run through the server's real WebSocket transport with
+L{scserver.client} or a raw autobahn WebSocket client, connected in memory
+(L{scserver.testing.MemoryNetwork}) and driven by the same kind of clock.
 
-Where this server deliberately differs from v14 (PROTOCOL.md Part A), the
-test asserts our behaviour and says so.
+Where this server deliberately differs from v14 (docs/protocol.rst, "Where
+scserver differs from SocketCluster v14"), the test asserts our behaviour
+and says so.
 """
 
-import time
-
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
-from twisted.internet import defer, reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.task import Clock, deferLater
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.internet.task import deferLater
 
 from scserver import SCServer
 from scserver.auth import JWTAuthEngine
 from scserver.brokers.memory import MemoryBroker
-from scserver.client import SCClientSocket, decode_auth_token
+from scserver.client import decode_auth_token
 from scserver.errors import (
     BadConnectionError,
     BrokerError,
     InvalidActionError,
     SocketProtocolError,
 )
-from scserver.testing import connect, make_server
+from scserver.testing import MemoryNetwork, connect
+from tests._helpers import ClockServerCase, MemoryCase, names
 
 KEY = "testkey-0123456789abcdef0123456789abcdef"
 """The server's auth key (v14 used 'testkey'; PyJWT wants 32+ bytes)."""
@@ -90,10 +89,6 @@ class CustomError(Exception):
     pass
 
 
-def names(errors):
-    return [getattr(e, "name", type(e).__name__) for e in errors]
-
-
 def install_fixture(server):
     """v14's connection handler and authenticate middleware."""
 
@@ -119,8 +114,8 @@ def install_fixture(server):
             details["iss"] = "foo"
 
         def set_auth_key(new_key, respond):
-            server._auth_config.signature_key = new_key
-            server._auth_config.verification_key = new_key
+            server.auth_config.signature_key = new_key
+            server.auth_config.verification_key = new_key
             respond()
 
         socket.on("login", login_handler())
@@ -212,26 +207,13 @@ class DelayedUnsubscribeBroker(MemoryBroker):
         return d
 
 
-class FakeCase(SynchronousTestCase):
+class FakeCase(ClockServerCase):
     """The v14 fixture on a server driven by a Clock set to the real time."""
 
-    def setUp(self):
-        self.clock = Clock()
-        self.clock.advance(int(time.time()))
-        self.server = self.make_server()
+    auth_key = KEY
 
-    def make_server(self, **options):
-        options.setdefault("auth_key", KEY)
-        server = make_server(clock=self.clock, **options)
+    def install(self, server):
         install_fixture(server)
-        self.warnings = []
-        server.on("warning", self.warnings.append)
-        return server
-
-    def open(self, token=None, server=None):
-        conn = connect(server or self.server)
-        self.status = conn.handshake(token)
-        return conn
 
     def set_auth_token(self, conn):
         """The token the server sent last with #setAuthToken."""
@@ -261,7 +243,7 @@ class SocketAuthenticationTests(FakeCase):
 
     def test_case03_keyChangedAtRuntime(self):
         """
-        The keys live in C{server._auth_config}; changing them at run time
+        The keys live in C{server.auth_config}; changing them at run time
         invalidates the tokens signed before.
         """
         conn = self.open(BOB_TOKEN)
@@ -1019,7 +1001,8 @@ class ErrorsTests(FakeCase):
         self.assertEqual(conn.sent, [])
 
 
-# -- Where we deliberately differ from v14 (PROTOCOL.md Part A §4) --------------------
+# -- Where we deliberately differ from v14 (docs/protocol.rst, "Where scserver differs
+# from SocketCluster v14") ----------------------------------------------------------
 
 
 class DeliberateDifferencesTests(FakeCase):
@@ -1056,16 +1039,10 @@ class DeliberateDifferencesTests(FakeCase):
 
 
 # -- Real sockets ---------------------------------------------------------------------------
-
-
-@defer.inlineCallbacks
-def eventually(predicate, timeout=5.0):
-    """Wait (polling the reactor) until C{predicate()} is true."""
-    deadline = reactor.seconds() + timeout
-    while not predicate():
-        if reactor.seconds() > deadline:
-            raise AssertionError("condition not met within {} s".format(timeout))
-        yield deferLater(reactor, 0.005, lambda: None)
+#
+# Real clients (scserver.client, or a raw autobahn WebSocket client) and the real WebSocket
+# transport of the server, connected in memory (scserver.testing.MemoryNetwork) and driven
+# by the server's clock: no TCP, no sleeping.
 
 
 class RawWSProtocol(WebSocketClientProtocol):
@@ -1089,7 +1066,7 @@ class RawWSFactory(WebSocketClientFactory):
     protocol = RawWSProtocol
     noisy = False
 
-    def __init__(self, url, on_open=None):
+    def __init__(self, url, reactor, on_open=None):
         WebSocketClientFactory.__init__(self, url=url, reactor=reactor)
         self.setProtocolOptions(openHandshakeTimeout=0, closeHandshakeTimeout=0,
                                 serverConnectionDropTimeout=0)
@@ -1104,38 +1081,33 @@ class RawWSFactory(WebSocketClientFactory):
             self.closed.callback((None, reason.getErrorMessage()))
 
 
-class RealCase(TestCase):
-    timeout = 20
-
-    @defer.inlineCallbacks
+class RealCase(MemoryCase):
     def start(self, fixture=True, **options):
         options.setdefault("auth_key", KEY)
-        server = SCServer(reactor=reactor, **options)
+        server = SCServer(reactor=self.clock, **options)
         if fixture:
             install_fixture(server)
         self.warnings = []
         server.on("warning", self.warnings.append)
         self.server_sockets = []
         server.on("handshake", self.server_sockets.append)
-        port = yield server.listen("tcp:0:interface=127.0.0.1")
-        self.addCleanup(server.close)
+        self.net = MemoryNetwork(server)
+        self.addCleanup(lambda: self.wait(server.close()))
         self.server = server
-        self.url = "ws://127.0.0.1:{}/socketcluster/".format(port.getHost().port)
         return server
 
     def client(self, **options):
         """A client socket (not connected yet), disconnected after the test."""
-        client = SCClientSocket(self.url, reactor=reactor, **options)
-        self.addCleanup(client.disconnect)
+        options.setdefault("auto_reconnect", False)
+        client = self.net.client(**options)
+        self.addCleanup(lambda: self.wait(client.disconnect()))
         return client
 
     def raw(self, on_open=None):
         """A raw WebSocket connection; dropped after the test."""
-        factory = RawWSFactory(self.url, on_open=on_open)
-        connector = reactor.connectTCP("127.0.0.1", int(self.url.split(":")[2].split("/")[0]),
-                                       factory)
+        factory = RawWSFactory(self.net.default_url, self.net.reactor, on_open=on_open)
+        connector = self.net.reactor.connectTCP(factory.host, factory.port, factory)
 
-        @defer.inlineCallbacks
         def cleanup():
             protocol = factory.protocol_instance
             if not factory.closed.called:
@@ -1143,69 +1115,64 @@ class RealCase(TestCase):
                     protocol.transport.abortConnection()
                 else:
                     connector.disconnect()
-                yield factory.closed
+                self.wait(factory.closed)
 
         self.addCleanup(cleanup)
         return factory
 
 
 class RealAuthenticationTests(RealCase):
-    @defer.inlineCallbacks
     def test_case02_reconnectWithStoredToken(self):
-        yield self.start()
+        self.start()
         client = self.client(protocol_version=1)
         statuses = []
         client.on("connect", statuses.append)
-        yield client.connect()
-        yield client.invoke("login", {"username": "bob"})
+        self.wait(client.connect())
+        self.wait(client.invoke("login", {"username": "bob"}))
         self.assertEqual(client.auth_state, "authenticated")
-        yield client.disconnect()
-        yield client.connect()
+        self.wait(client.disconnect())
+        self.wait(client.connect())
         self.assertTrue(statuses[-1]["isAuthenticated"])
         self.assertNotIn("authError", statuses[-1])
         self.assertEqual(client.auth_token["username"], "bob")
 
-    @defer.inlineCallbacks
     def test_case03_keyChangedAtRuntime(self):
-        yield self.start()
+        self.start()
         client = self.client(auth_token=BOB_TOKEN)
         statuses = []
         client.on("connect", statuses.append)
-        yield client.connect()
+        self.wait(client.connect())
         self.assertTrue(statuses[0]["isAuthenticated"])
-        yield client.invoke("setAuthKey", OTHER_KEY)
-        yield client.disconnect()
-        yield client.connect()
+        self.wait(client.invoke("setAuthKey", OTHER_KEY))
+        self.wait(client.disconnect())
+        self.wait(client.connect())
         self.assertFalse(statuses[-1]["isAuthenticated"])
         self.assertEqual(statuses[-1]["authError"]["name"], "AuthTokenInvalidError")
 
-    @defer.inlineCallbacks
     def test_case07_authenticatedInsideLoginCallback(self):
-        yield self.start()
+        self.start()
         client = self.client()
-        yield client.connect()
-        yield client.invoke("login", {"username": "bob"})
+        self.wait(client.connect())
+        self.wait(client.invoke("login", {"username": "bob"}))
         self.assertEqual(client.auth_state, "authenticated")
         self.assertEqual(client.auth_token["username"], "bob")
 
-    @defer.inlineCallbacks
     def test_case08_asyncSigningAuthenticateEvent(self):
-        yield self.start()
-        self.server.set_auth_engine(AsyncAuthEngine(reactor, delay=0.05))
+        self.start()
+        self.server.set_auth_engine(AsyncAuthEngine(self.clock, delay=0.05))
         client = self.client()
-        yield client.connect()
+        self.wait(client.connect())
         authenticated = Deferred()
         client.on("authenticate", authenticated.callback)
-        yield client.invoke("login", {"username": "bob"})
+        self.wait(client.invoke("login", {"username": "bob"}))
         self.assertEqual(client.auth_state, "unauthenticated")
-        token = yield authenticated
+        token = self.wait(authenticated)
         self.assertEqual(client.auth_state, "authenticated")
         self.assertEqual(client.auth_token["username"], "bob")
         self.assertEqual(client.signed_auth_token, token)
 
-    @defer.inlineCallbacks
     def test_case13_issAndIssuer(self):
-        yield self.start()
+        self.start()
         client = self.client()
         errors = []
         authentications = []
@@ -1213,32 +1180,31 @@ class RealAuthenticationTests(RealCase):
         client.on("authenticate", authentications.append)
         closed = Deferred()
         client.on("close", lambda code, reason: closed.callback(code))
-        yield client.connect()
+        self.wait(client.connect())
         d = client.invoke("loginWithIssAndIssuer", {"username": "bob"})
-        code = yield closed
-        yield self.assertFailure(d, BadConnectionError)
+        code = self.wait(closed)
+        self.wait_failure(d, BadConnectionError)
         self.assertEqual(code, 4002)
         self.assertEqual(authentications, [])
         self.assertEqual(client.auth_state, "unauthenticated")
         self.assertIn("SocketProtocolError", names(errors))
         self.assertIn("SocketProtocolError", names(self.warnings))
 
-    @defer.inlineCallbacks
     def test_case16_disconnectDuringVerification(self):
-        yield self.start()
-        engine = HeldVerifyEngine(reactor)
+        self.start()
+        engine = HeldVerifyEngine(self.clock)
         self.server.set_auth_engine(engine)
         connections = []
         self.server.on("connection", lambda socket, status: connections.append(socket))
         client = self.client(auth_token=BOB_TOKEN)
         connecting = client.connect()
-        yield eventually(lambda: engine.calls)
+        self.run_until(lambda: engine.calls)
         self.assertEqual(self.server.clients_count, 0)
         self.assertEqual(self.server.pending_clients_count, 1)
         self.assertEqual(list(self.server.pending_clients), [self.server_sockets[0].id])
         client.disconnect()
-        yield self.assertFailure(connecting, BadConnectionError)
-        yield eventually(lambda: self.server.pending_clients_count == 0)
+        self.wait_failure(connecting, BadConnectionError)
+        self.run_until(lambda: self.server.pending_clients_count == 0)
         self.assertEqual(self.server.clients, {})
         self.assertEqual(self.server.clients_count, 0)
         self.assertEqual(self.server.pending_clients, {})
@@ -1248,36 +1214,32 @@ class RealAuthenticationTests(RealCase):
 
 
 class RealHandshakeTests(RealCase):
-    @defer.inlineCallbacks
     def test_case17_exchangeBeforeHandshakeEvent(self):
-        yield self.start()
+        self.start()
         seen = []
         self.server.on("handshake", lambda socket: seen.append(socket.exchange))
         client = self.client()
-        yield client.connect()
+        self.wait(client.connect())
         self.assertEqual(seen, [self.server.exchange])
 
-    @defer.inlineCallbacks
     def test_case18_emptyBinaryFrameBeforeHandshake(self):
-        yield self.start()
+        self.start()
         factory = self.raw(on_open=lambda protocol: protocol.sendMessage(b"", isBinary=True))
-        code, _ = yield factory.closed
+        code, _ = self.wait(factory.closed)
         self.assertEqual(code, 4009)
 
-    @defer.inlineCallbacks
     def test_case19_notStrict(self):
-        yield self.start(strict_handshake=False)
+        self.start(strict_handshake=False)
         factory = self.raw(on_open=lambda protocol: protocol.sendMessage(b"", isBinary=True))
-        yield factory.opened
-        yield deferLater(reactor, 0.3, lambda: None)
+        self.wait(factory.opened)
+        self.net.advance(0.3)
         self.assertFalse(factory.closed.called)
         self.assertEqual(self.server_sockets[0].state, "connecting")
 
 
 class RealConnectionTests(RealCase):
-    @defer.inlineCallbacks
     def test_case20_connectStatus(self):
-        yield self.start()
+        self.start()
         statuses = {}
         self.server.on("handshake", lambda socket: socket.once(
             "connect", lambda status: statuses.setdefault("socket", status)))
@@ -1289,7 +1251,7 @@ class RealConnectionTests(RealCase):
         self.server.on("connection", on_connection)
         client = self.client()
         client.once("connect", lambda status: statuses.setdefault("client", status))
-        yield client.connect()
+        self.wait(client.connect())
         socket_id = self.server_sockets[0].id
         for where in ("socket", "server", "client"):
             status = statuses[where]
@@ -1315,68 +1277,63 @@ class RealDisconnectionTests(RealCase):
 
         self.server.on("handshake", on_handshake)
 
-    @defer.inlineCallbacks
     def test_case21_disconnectDuringHandshake(self):
-        yield self.start()
-        engine = HeldVerifyEngine(reactor)
+        self.start()
+        engine = HeldVerifyEngine(self.clock)
         self.server.set_auth_engine(engine)
         self.record()
         client = self.client(auth_token=BOB_TOKEN)
         connecting = client.connect()
-        yield eventually(lambda: engine.calls)
+        self.run_until(lambda: engine.calls)
         client.disconnect()
-        yield self.assertFailure(connecting, BadConnectionError)
-        yield eventually(lambda: ("closure", "closed") in self.server_events)
+        self.wait_failure(connecting, BadConnectionError)
+        self.run_until(lambda: ("closure", "closed") in self.server_events)
         engine.release()
         self.assertEqual(self.socket_events, ["connectAbort", "close"])
         self.assertEqual(self.server_events,
                          [("connectionAbort", "closed"), ("closure", "closed")])
 
-    @defer.inlineCallbacks
     def test_case22_disconnectAfterHandshake(self):
-        yield self.start()
+        self.start()
         self.record()
         client = self.client()
-        yield client.connect()
-        yield client.disconnect()
-        yield eventually(lambda: ("closure", "closed") in self.server_events)
+        self.wait(client.connect())
+        self.wait(client.disconnect())
+        self.run_until(lambda: ("closure", "closed") in self.server_events)
         self.assertEqual(self.socket_events, ["connect", "disconnect", "close"])
         self.assertEqual([e[0] for e in self.server_events],
                          ["connection", "disconnection", "closure"])
 
-    @defer.inlineCallbacks
     def test_case23_connectionLostBeforeHandshake(self):
-        yield self.start()
+        self.start()
         self.record()
         factory = self.raw()
-        protocol = yield factory.opened
-        yield eventually(lambda: self.server_sockets)
+        protocol = self.wait(factory.opened)
+        self.run_until(lambda: self.server_sockets)
         protocol.transport.abortConnection()
-        yield eventually(lambda: ("closure", "closed") in self.server_events)
+        self.run_until(lambda: ("closure", "closed") in self.server_events)
         self.assertEqual(self.socket_events, ["connectAbort", "close"])
         self.assertEqual(self.server_events,
                          [("connectionAbort", "closed"), ("closure", "closed")])
 
-    @defer.inlineCallbacks
     def test_case24_connectionLostAfterHandshake(self):
-        yield self.start()
+        self.start()
         self.record()
         factory = self.raw()
-        protocol = yield factory.opened
+        protocol = self.wait(factory.opened)
         protocol.sendMessage(b'{"event":"#handshake","data":{"authToken":null},"cid":1}')
-        yield eventually(lambda: any('"rid":1' in m for m in factory.messages))
+        self.run_until(lambda: any('"rid":1' in m for m in factory.messages))
         protocol.transport.abortConnection()
-        yield eventually(lambda: ("closure", "closed") in self.server_events)
+        self.run_until(lambda: ("closure", "closed") in self.server_events)
         self.assertEqual(self.socket_events, ["connect", "disconnect", "close"])
         self.assertEqual(self.server_events, [("connection", "open"), ("disconnection", "closed"),
                                               ("closure", "closed")])
 
 
 class RealPubSubTests(RealCase):
-    @defer.inlineCallbacks
     def test_case26_subscribeBeforeHandshake(self):
-        yield self.start()
-        engine = HeldVerifyEngine(reactor)
+        self.start()
+        engine = HeldVerifyEngine(self.clock)
         self.server.set_auth_engine(engine)
         subscriptions = []
         self.server.on("subscription", lambda *args: subscriptions.append(args))
@@ -1389,15 +1346,14 @@ class RealPubSubTests(RealCase):
                                  b'"cid":2}')
 
         factory = self.raw(on_open=on_open)
-        code, _ = yield factory.closed
+        code, _ = self.wait(factory.closed)
         engine.release()
         self.assertEqual(code, 4009)
         self.assertEqual(subscriptions, [])
         self.assertFalse(any('"rid":2' in m for m in factory.messages))
 
-    @defer.inlineCallbacks
     def test_case28_unsubscribeBeforeDisconnect(self):
-        yield self.start()
+        self.start()
         events = []
         done = Deferred()
 
@@ -1408,39 +1364,37 @@ class RealPubSubTests(RealCase):
 
         self.server.on("connection", on_connection)
         client = self.client()
-        yield client.connect()
-        yield client.subscribe("foo").when_subscribed()
+        self.wait(client.connect())
+        self.wait(client.subscribe("foo").when_subscribed())
         client.disconnect()
-        yield done
+        self.wait(done)
         self.assertEqual(events, [("unsubscribe", "foo"), ("disconnect", 1000)])
 
 
 class RealDestructionTests(RealCase):
-    @defer.inlineCallbacks
     def check_destroy(self, protocol_version):
-        yield self.start()
-        self.server.on("connection", lambda socket, status: reactor.callLater(
+        self.start()
+        self.server.on("connection", lambda socket, status: self.clock.callLater(
             0.01, socket.destroy, 1000, "Custom reason"))
         client = self.client(protocol_version=protocol_version)
         disconnected = Deferred()
         client.on("disconnect", lambda code, reason: disconnected.callback((code, reason)))
-        yield client.connect()
-        code, reason = yield disconnected
+        self.wait(client.connect())
+        code, reason = self.wait(disconnected)
         self.assertEqual((code, reason), (1000, "Custom reason"))
         self.assertEqual(self.server.clients_count, 0)
         self.assertEqual(self.server.pending_clients_count, 0)
 
     def test_case34_destroyReasonV1(self):
         """A v1 client reads the reason from the #disconnect event."""
-        return self.check_destroy(1)
+        self.check_destroy(1)
 
     def test_case34_destroyReasonV2(self):
         """A v2 client reads it from the close frame."""
-        return self.check_destroy(2)
+        self.check_destroy(2)
 
 
 class RealPingPongTests(RealCase):
-    @defer.inlineCallbacks
     def test_case36_clientPingTimeout(self):
         """
         The client's side of case 36: it takes the server's pingTimeout (0.5
@@ -1450,7 +1404,7 @@ class RealPingPongTests(RealCase):
         here it is disabled so that the client's timer is the one that
         fires.
         """
-        yield self.start(ping_interval=2, ping_timeout=0.5, ping_timeout_disabled=True)
+        self.start(ping_interval=2, ping_timeout=0.5, ping_timeout_disabled=True)
         codes = []
         self.server.on("disconnection", lambda socket, code, reason: codes.append(code))
         client = self.client()
@@ -1458,34 +1412,32 @@ class RealPingPongTests(RealCase):
         client.on("error", errors.append)
         disconnected = Deferred()
         client.on("disconnect", lambda code, reason: disconnected.callback(code))
-        yield client.connect()
-        code = yield disconnected
+        self.wait(client.connect())
+        code = self.wait(disconnected)
         self.assertEqual(code, 4000)
         self.assertEqual(names(errors), ["SocketProtocolError"])
         self.assertEqual(errors[0].code, 4000)
-        yield eventually(lambda: codes)
+        self.run_until(lambda: codes)
         self.assertEqual(codes, [4000])
         self.assertEqual(names(self.warnings), ["SocketProtocolError"])
 
-    @defer.inlineCallbacks
     def test_case36_serverPongTimeout(self):
         """
-        The server's side over a real socket: a raw client that completes
-        the handshake and never pongs is closed with 4001.
+        The server's side over the WebSocket transport: a raw client that
+        completes the handshake and never pongs is closed with 4001.
         """
-        yield self.start(ping_interval=2, ping_timeout=0.5)
+        self.start(ping_interval=2, ping_timeout=0.5)
         codes = []
         self.server.on("disconnection", lambda socket, code, reason: codes.append(code))
         factory = self.raw(on_open=lambda protocol: protocol.sendMessage(
             b'{"event":"#handshake","data":{},"cid":1}'))
-        code, _ = yield factory.closed
+        code, _ = self.wait(factory.closed)
         self.assertEqual(code, 4001)
         self.assertEqual(codes, [4001])
         self.assertEqual(names(self.warnings), ["SocketProtocolError"])
 
-    @defer.inlineCallbacks
     def test_case37_pingTimeoutDisabled(self):
-        yield self.start(ping_interval=2, ping_timeout=0.5, ping_timeout_disabled=True)
+        self.start(ping_interval=2, ping_timeout=0.5, ping_timeout_disabled=True)
         codes = []
         self.server.on("disconnection", lambda socket, code, reason: codes.append(code))
         client = self.client(ping_timeout_disabled=True)
@@ -1493,8 +1445,8 @@ class RealPingPongTests(RealCase):
         disconnects = []
         client.on("error", errors.append)
         client.on("disconnect", lambda code, reason: disconnects.append(code))
-        yield client.connect()
-        yield deferLater(reactor, 1.0, lambda: None)
+        self.wait(client.connect())
+        self.net.advance(1.0)
         self.assertEqual(errors, [])
         self.assertEqual(disconnects, [])
         self.assertEqual(codes, [])
@@ -1503,79 +1455,80 @@ class RealPingPongTests(RealCase):
 
 
 class RealMiddlewareTests(RealCase):
-    @defer.inlineCallbacks
     def test_case39_authenticateWithStoredToken(self):
-        yield self.start()
+        self.start()
         calls = []
         self.server.add_middleware(SCServer.MIDDLEWARE_AUTHENTICATE,
                                    lambda req, next: (calls.append(req.auth_token), next()))
         client = self.client(auth_token=BOB_TOKEN)
-        yield client.connect()
+        self.wait(client.connect())
         self.assertEqual(client.auth_state, "authenticated")
         self.assertEqual([t["username"] for t in calls], ["bob"])
 
     def lazy(self, error, code=None, delay=0.1):
         def handshake_sc(req, next):
             if code is None:
-                reactor.callLater(delay, next, error)
+                self.clock.callLater(delay, next, error)
             else:
-                reactor.callLater(delay, next, error, code)
+                self.clock.callLater(delay, next, error, code)
 
         self.server.add_middleware(SCServer.MIDDLEWARE_HANDSHAKE_SC, handshake_sc)
 
-    @defer.inlineCallbacks
     def rejected(self):
         client = self.client()
         errors = []
         aborts = []
         client.on("error", errors.append)
         client.on("connectAbort", lambda code, reason: aborts.append((code, reason)))
-        yield self.assertFailure(client.connect(), Exception)
+        self.wait_failure(client.connect(), Exception)
         return client, errors, aborts
 
-    @defer.inlineCallbacks
     def test_case40_handshakeBlockEvents(self):
-        yield self.start()
+        self.start()
         self.lazy(TooLazyHandshakeError("SC handshake failed because the server was too lazy"))
-        client, errors, aborts = yield self.rejected()
+        client, errors, aborts = self.rejected()
         self.assertEqual(names(errors), ["TooLazyHandshakeError", "SocketProtocolError"])
         self.assertEqual(names(self.warnings)[0], "TooLazyHandshakeError")
         self.assertEqual(len(aborts), 1)
 
-    @defer.inlineCallbacks
     def test_case41_handshakeBlockDefaultCode(self):
-        yield self.start()
+        self.start()
         self.lazy(TooLazyHandshakeError("SC handshake failed because the server was too lazy"))
-        client, errors, aborts = yield self.rejected()
+        client, errors, aborts = self.rejected()
         self.assertEqual(aborts, [
             (4008, "TooLazyHandshakeError: SC handshake failed because the server was too lazy")])
 
-    @defer.inlineCallbacks
     def test_case42_handshakeBlockCustomCode(self):
-        yield self.start()
+        self.start()
         self.lazy(InvalidAuthQueryHandshakeError(
             "SC handshake failed because of invalid query auth parameters"), 4501)
-        client, errors, aborts = yield self.rejected()
+        client, errors, aborts = self.rejected()
         self.assertEqual(aborts, [
             (4501, "InvalidAuthQueryHandshakeError: SC handshake failed because of invalid "
                    "query auth parameters")])
         self.assertEqual(errors[1].code, 4501)
 
-    @defer.inlineCallbacks
     def test_case43_handshakeDelayedNext(self):
-        yield self.start()
+        """
+        A handshakeSC middleware that calls next() 0.5 s later: the client
+        is not connected before 0.5 s of clock time, and is once it passed.
+        """
+        self.start()
+
         def handshake_sc(req, next):
-            reactor.callLater(0.5, next)
+            self.clock.callLater(0.5, next)
 
         self.server.add_middleware(SCServer.MIDDLEWARE_HANDSHAKE_SC, handshake_sc)
         client = self.client()
-        started = reactor.seconds()
-        yield client.connect()
-        self.assertGreater(reactor.seconds() - started, 0.4)
+        started = self.clock.seconds()
+        connecting = client.connect()
+        self.net.advance(0.49)
+        self.assertNoResult(connecting)
+        self.wait(connecting)
+        self.assertAlmostEqual(self.clock.seconds() - started, 0.5, places=3)
 
-    @defer.inlineCallbacks
     def test_case44_setAuthTokenInHandshakeSC(self):
-        yield self.start()
+        self.start()
         sockets = []
 
         def handshake_sc(req, next):
@@ -1588,7 +1541,7 @@ class RealMiddlewareTests(RealCase):
         client = self.client()
         statuses = []
         client.on("connect", statuses.append)
-        yield client.connect()
+        self.wait(client.connect())
         self.assertEqual(sockets[0].auth_state, sockets[0].AUTHENTICATED)
         self.assertTrue(statuses[0]["isAuthenticated"])
         self.assertEqual(client.auth_state, "authenticated")
@@ -1596,28 +1549,26 @@ class RealMiddlewareTests(RealCase):
 
 
 class RealDeliberateDifferencesTests(RealCase):
-    @defer.inlineCallbacks
     def test_closeTerminatesSockets(self):
         """
         v14's close() left existing connections open (gotcha 11); ours
         closes every socket and fires when they are closed.
         """
-        yield self.start()
+        self.start()
         clients = [self.client() for _ in range(3)]
         codes = []
         for client in clients:
             client.on("disconnect", lambda code, reason: codes.append(code))
-            yield client.connect()
+            self.wait(client.connect())
         self.assertEqual(self.server.clients_count, 3)
-        yield self.server.close()
+        self.wait(self.server.close())
         self.assertEqual(self.server.clients_count, 0)
-        yield eventually(lambda: len(codes) == 3)
+        self.run_until(lambda: len(codes) == 3)
         self.assertEqual(codes, [1001] * 3)
 
 
 
 class RealClosingHandshakeTests(RealCase):
-    @defer.inlineCallbacks
     def test_case34_serverWaitsForClosingHandshake(self):
         """
         After a server-side disconnect, the server gives the client time to
@@ -1631,23 +1582,24 @@ class RealClosingHandshakeTests(RealCase):
         fires anywhere between 0 and 1 s, then aborts the connection
         (RST), which can lose the frames not yet delivered; with a client
         that answers at once this made test_case34_destroyReasonV1 fail
-        about once in fifty runs.
+        about once in fifty runs.  (The memory network keeps that timer's
+        batching, on its clock.)
         """
-        yield self.start()
+        self.start()
         factory = self.raw(on_open=lambda protocol: protocol.sendMessage(
             b'{"event":"#handshake","data":{},"cid":1}'))
-        protocol = yield factory.opened
-        yield eventually(lambda: any('"rid":1' in m for m in factory.messages))
+        protocol = self.wait(factory.opened)
+        self.run_until(lambda: any('"rid":1' in m for m in factory.messages))
         server_socket = self.server_sockets[0]
         connection_lost = server_socket._output.closed
         protocol.transport.pauseProducing()
         server_socket.destroy(1000, "Custom reason")
-        yield deferLater(reactor, 1.2, lambda: None)
+        self.net.advance(1.2)
         self.assertFalse(connection_lost.called,
                          "the server dropped the connection before the closing handshake")
         protocol.transport.resumeProducing()
-        code, reason = yield factory.closed
-        yield connection_lost
+        code, reason = self.wait(factory.closed)
+        self.wait(connection_lost)
         self.assertIn('{"event":"#disconnect","data":{"code":1000,"data":"Custom reason"}}',
                       factory.messages)
         self.assertEqual((code, reason), (1000, "Custom reason"))

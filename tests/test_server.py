@@ -1,13 +1,13 @@
 """
-Tests for L{scserver.SCServer} over real sockets on 127.0.0.1: listening,
+Tests for L{scserver.SCServer} with real clients and its real WebSocket
+transport, connected in memory (L{tests._helpers.MemoryTCP}): listening,
 embedding in twisted.web, the registries, the server events and close().
 """
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol, connectWS
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ServerEndpoint
-from twisted.internet.task import deferLater
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
@@ -15,20 +15,13 @@ import scserver
 from scserver import SCServer
 from scserver.client import connect
 from scserver.codec import JSONCodec, MinBinCodec
-from scserver.errors import BadConnectionError, InvalidArgumentsError, InvalidOptionsError
-
-
-def wait(seconds=0.01):
-    return deferLater(reactor, seconds, lambda: None)
-
-
-@defer.inlineCallbacks
-def wait_until(predicate, timeout=5.0):
-    for _ in range(int(timeout / 0.01)):
-        if predicate():
-            return
-        yield wait()
-    raise AssertionError("condition not reached in {} s".format(timeout))
+from scserver.errors import (
+    BadConnectionError,
+    InvalidActionError,
+    InvalidArgumentsError,
+    InvalidOptionsError,
+)
+from tests._helpers import MemoryCase, MemoryTCP, bind_timers
 
 
 class OptionsTests(SynchronousTestCase):
@@ -76,86 +69,101 @@ class OptionsTests(SynchronousTestCase):
 
 
 class ServerTestMixin:
-    @defer.inlineCallbacks
+    """
+    A server on a L{MemoryTCP} (its reactor is C{self.clock}): these tests
+    are about listening (endpoints, ports, a twisted.web site) and the
+    transport (back-pressure), which L{scserver.testing.MemoryNetwork}
+    leaves out.
+    """
+
+    def setUp(self):
+        MemoryCase.setUp(self)
+        self.net = MemoryTCP(now=self.clock.seconds())
+        self.clock = self.net.clock
+
     def start(self, endpoint="tcp:0:interface=127.0.0.1", **options):
         options.setdefault("auth_key", "server-tests")
-        self.server = SCServer(reactor=reactor, **options)
+        self.server = SCServer(reactor=self.clock, **options)
         self.events = []
         for name in ("handshake", "connection", "disconnection", "connectionAbort",
                      "closure"):
             self.server.on(name, lambda *args, name=name: self.events.append((name,) + args))
-        self.port = yield self.server.listen(endpoint)
-        self.addCleanup(self.server.close)
+        self.port = self.wait(self.server.listen(endpoint))
+        self.addCleanup(lambda: self.wait(self.server.close()))
         self.url = "ws://127.0.0.1:{}/socketcluster/".format(self.port.getHost().port)
         return self.server
+
+    def connect(self, url=None, **options):
+        """Connect a client (no automatic reconnection) and wait for the handshake."""
+        return self.wait(self.dial(url, **options))
+
+    def dial(self, url=None, **options):
+        """Start connecting a client; return the Deferred of L{scserver.client.connect}."""
+        options.setdefault("auto_reconnect", False)
+        return connect(url or self.url, reactor=self.clock, **options)
 
     def names(self):
         return [event[0] for event in self.events]
 
 
-class ListenTests(ServerTestMixin, TestCase):
-    @defer.inlineCallbacks
+class ListenTests(ServerTestMixin, MemoryCase):
     def test_endpointObject(self):
-        endpoint = TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")
-        yield self.start(endpoint)
-        client = yield connect(self.url, reactor=reactor)
+        endpoint = TCP4ServerEndpoint(self.clock, 0, interface="127.0.0.1")
+        self.start(endpoint)
+        client = self.connect()
         self.assertEqual(list(self.server.clients), [client.id])
-        yield client.disconnect()
+        self.wait(client.disconnect())
 
-    @defer.inlineCallbacks
     def test_moduleListen(self):
-        server = yield scserver.listen("tcp:0:interface=127.0.0.1", reactor=reactor,
-                                       auth_key="k")
-        self.addCleanup(server.close)
+        server = self.wait(scserver.listen("tcp:0:interface=127.0.0.1", reactor=self.clock,
+                                           auth_key="k"))
+        self.addCleanup(lambda: self.wait(server.close()))
         self.assertTrue(server.running)
         self.assertTrue(server.is_ready)
 
-    @defer.inlineCallbacks
     def test_readyEvent(self):
-        server = SCServer(reactor=reactor, auth_key="k")
+        server = SCServer(reactor=self.clock, auth_key="k")
         ready = []
         server.on("ready", lambda: ready.append(True))
-        port = yield server.listen("tcp:0:interface=127.0.0.1")
-        self.addCleanup(server.close)
+        port = self.wait(server.listen("tcp:0:interface=127.0.0.1"))
+        self.addCleanup(lambda: self.wait(server.close()))
         self.assertEqual(ready, [True])
         self.assertTrue(port.getHost().port > 0)
 
-    @defer.inlineCallbacks
     def test_wrongPath(self):
-        yield self.start()
+        self.start()
         url = self.url.replace("/socketcluster/", "/other/")
-        failure = yield self.assertFailure(connect(url, reactor=reactor), BadConnectionError)
+        failure = self.wait_failure(self.dial(url), BadConnectionError)
         self.assertEqual(self.server.pending_clients_count, 0)
         self.assertIsNotNone(failure)
 
 
-class EmbeddingTests(TestCase):
-    @defer.inlineCallbacks
+class EmbeddingTests(ServerTestMixin, MemoryCase):
     def test_resourceInASite(self):
-        server = SCServer(reactor=reactor, auth_key="k")
+        server = SCServer(reactor=self.clock, auth_key="k")
+        bind_timers(server.factory, self.clock)
         server.on("connection", lambda socket, status: socket.on(
             "echo", lambda data, respond: respond(None, data)))
         root = Resource()
         root.putChild(b"socketcluster", server.resource)
-        port = reactor.listenTCP(0, Site(root), interface="127.0.0.1")
+        port = self.clock.listenTCP(0, Site(root, reactor=self.clock), interface="127.0.0.1")
         server.startService()
         self.addCleanup(port.stopListening)
-        self.addCleanup(server.close)
+        self.addCleanup(lambda: self.wait(server.close()))
         url = "ws://127.0.0.1:{}/socketcluster/".format(port.getHost().port)
-        client = yield connect(url, reactor=reactor)
-        reply = yield client.invoke("echo", {"through": "twisted.web"})
+        client = self.connect(url)
+        reply = self.wait(client.invoke("echo", {"through": "twisted.web"}))
         self.assertEqual(reply, {"through": "twisted.web"})
-        yield client.disconnect()
+        self.wait(client.disconnect())
 
 
-class LifecycleTests(ServerTestMixin, TestCase):
-    @defer.inlineCallbacks
+class LifecycleTests(ServerTestMixin, MemoryCase):
     def test_registriesAndEvents(self):
-        yield self.start()
+        self.start()
         statuses = []
         self.server.on("connection", lambda socket, status: statuses.append(
             (socket, status, socket.state)))
-        client = yield connect(self.url, reactor=reactor)
+        client = self.connect()
         socket, status, state = statuses[0]
         self.assertEqual(state, "open")
         self.assertEqual(status["id"], socket.id)
@@ -166,17 +174,16 @@ class LifecycleTests(ServerTestMixin, TestCase):
         self.assertEqual(socket.request.path, "/socketcluster/")
         self.assertEqual(socket.remote_address, "127.0.0.1")
         self.assertEqual(self.names(), ["handshake", "connection"])
-        yield client.disconnect(4100, "bye")
-        yield wait_until(lambda: "closure" in self.names())
+        self.wait(client.disconnect(4100, "bye"))
+        self.run_until(lambda: "closure" in self.names())
         self.assertEqual(self.names(), ["handshake", "connection", "disconnection", "closure"])
         self.assertEqual(self.events[2][2:], (4100, "bye"))
         self.assertEqual(self.server.clients, {})
         self.assertEqual(socket.state, "closed")
         self.assertGreater(socket.get_bytes_received(), 40)
 
-    @defer.inlineCallbacks
     def test_connectionAbort(self):
-        yield self.start(handshake_timeout=0.2)
+        self.start(handshake_timeout=0.2)
         pending = []
         self.server.on("handshake", lambda socket: pending.append(
             (self.server.pending_clients_count, socket.id in self.server.pending_clients)))
@@ -188,101 +195,146 @@ class LifecycleTests(ServerTestMixin, TestCase):
             def onClose(self, wasClean, code, reason):
                 closes.append(code)
 
-        factory = WebSocketClientFactory(self.url)
+        factory = WebSocketClientFactory(self.url, reactor=self.clock)
         factory.protocol = Silent
         connectWS(factory)
-        yield wait_until(lambda: closes)
+        self.run_until(lambda: closes)
         self.assertEqual(closes, [4005])
-        yield wait_until(lambda: "closure" in self.names())
+        self.run_until(lambda: "closure" in self.names())
         self.assertEqual(pending, [(1, True)])
         self.assertEqual(self.names(), ["handshake", "connectionAbort", "closure"])
         self.assertEqual(self.events[1][2], 4005)
         self.assertEqual(self.server.pending_clients_count, 0)
 
-    @defer.inlineCallbacks
     def test_closeTerminatesEverySocket(self):
-        yield self.start()
-        clients = yield defer.gatherResults(
-            [connect(self.url, reactor=reactor) for _ in range(5)])
+        self.start()
+        clients = self.wait(defer.gatherResults([self.dial() for _ in range(5)]))
         closed = []
         for client in clients:
             client.on("disconnect", lambda code, reason: closed.append(code))
-        yield self.server.close()
+        self.wait(self.server.close())
         self.assertEqual(self.server.clients, {})
         self.assertEqual(self.names().count("disconnection"), 5)
-        yield wait_until(lambda: len(closed) == 5)
+        self.run_until(lambda: len(closed) == 5)
         self.assertEqual(closed, [1001] * 5)
         # The port no longer listens.
-        yield self.assertFailure(connect(self.url, reactor=reactor, connect_timeout=2),
-                                 Exception)
+        self.wait_failure(self.dial(connect_timeout=2), Exception)
 
-    @defer.inlineCallbacks
+    def test_listenAgainAfterClose(self):
+        """
+        C{close()} stops the service; once it has fired, C{listen()} starts
+        it again: the broker is ready and publications flow.  (The service
+        used to stay "running" but never ready, and publish failed with
+        "broker is not started".)
+        """
+        self.start()
+        self.wait(self.server.close())
+        self.assertFalse(self.server.running)
+        self.assertFalse(self.server.is_ready)
+        ready = []
+        self.server.on("ready", lambda: ready.append(True))
+        port = self.wait(self.server.listen("tcp:0:interface=127.0.0.1"))
+        self.assertTrue(self.server.running)
+        self.assertEqual(ready, [True])
+        client = self.connect("ws://127.0.0.1:{}/socketcluster/".format(port.getHost().port))
+        got = []
+        channel = client.subscribe("again")
+        channel.watch(got.append)
+        self.wait(channel.when_subscribed())
+        self.wait(self.server.exchange.publish("again", 1))
+        self.run_until(lambda: got)
+        self.assertEqual(got, [1])
+        self.wait(client.disconnect())
+
+    def test_listenWhileClosing(self):
+        """C{listen()} before C{close()} has fired is a clear error; a second close waits too."""
+        self.start()
+        client = self.connect()
+        closing = self.server.close()
+        self.assertNoResult(closing)
+        self.assertRaises(InvalidActionError, self.server.listen, "tcp:0:interface=127.0.0.1")
+        again = self.server.close()
+        self.wait(closing)
+        self.wait(again)
+        self.assertEqual(client.state, "closed")
+
+    def test_stopServiceIsClose(self):
+        """C{stopService()} (twistd's shutdown) closes like C{close()}."""
+        self.start()
+        client = self.connect()
+        self.wait(self.server.stopService())
+        self.assertFalse(self.server.running)
+        self.assertEqual(self.server.clients, {})
+        self.run_until(lambda: client.state == "closed")
+
     def test_minBinCodecEndToEnd(self):
-        yield self.start(codec_engine=MinBinCodec())
+        self.start(codec_engine=MinBinCodec())
         self.server.on("connection", lambda socket, status: socket.on(
             "echo", lambda data, respond: respond(None, data)))
         for version in (1, 2):
-            client = yield connect(self.url, reactor=reactor, codec_engine=MinBinCodec(),
-                                   protocol_version=version)
-            reply = yield client.invoke("echo", {"bytes": b"\x00\xff", "n": version})
+            client = self.connect(codec_engine=MinBinCodec(), protocol_version=version)
+            reply = self.wait(client.invoke("echo", {"bytes": b"\x00\xff", "n": version}))
             self.assertEqual(reply, {"bytes": b"\x00\xff", "n": version})
-            yield client.disconnect()
+            self.wait(client.disconnect())
 
-    @defer.inlineCallbacks
     def test_perMessageDeflate(self):
-        yield self.start(per_message_deflate=True)
+        self.start(per_message_deflate=True)
         self.server.on("connection", lambda socket, status: socket.on(
             "echo", lambda data, respond: respond(None, data)))
-        client = yield connect(self.url, reactor=reactor, per_message_deflate=True)
+        client = self.connect(per_message_deflate=True)
         protocol = list(self.server.clients.values())[0]._output
         self.assertIsNotNone(protocol._perMessageCompress)
-        reply = yield client.invoke("echo", {"text": "z" * 5000})
+        reply = self.wait(client.invoke("echo", {"text": "z" * 5000}))
         self.assertEqual(reply, {"text": "z" * 5000})
         got = []
         channel = client.subscribe("squeezed")
         channel.watch(got.append)
-        yield channel.when_subscribed()
-        yield self.server.exchange.publish("squeezed", "y" * 3000)
-        yield wait_until(lambda: got)
+        self.wait(channel.when_subscribed())
+        self.wait(self.server.exchange.publish("squeezed", "y" * 3000))
+        self.run_until(lambda: got)
         self.assertEqual(got, ["y" * 3000])
-        yield client.disconnect()
+        self.wait(client.disconnect())
 
-    @defer.inlineCallbacks
     def test_protocolVersionForced(self):
+        """
+        With the protocol version forced, a client of that version stays
+        connected through 0.3 s of clock time of pings every 0.05 s.
+        """
         for version in (1, 2):
-            server = SCServer(reactor=reactor, auth_key="k", protocol_version=version,
+            server = SCServer(reactor=self.clock, auth_key="k", protocol_version=version,
                               ping_interval=0.05, ping_timeout=0.5)
-            port = yield server.listen("tcp:0:interface=127.0.0.1")
+            port = self.wait(server.listen("tcp:0:interface=127.0.0.1"))
             url = "ws://127.0.0.1:{}/socketcluster/".format(port.getHost().port)
-            client = yield connect(url, reactor=reactor, protocol_version=version)
-            yield wait(0.3)
+            client = self.connect(url, protocol_version=version)
+            self.net.advance(0.3)
             socket = list(server.clients.values())[0]
             self.assertEqual(socket.protocol_version, version)
             self.assertEqual(client.state, "open")
-            yield client.disconnect()
-            yield server.close()
+            self.wait(client.disconnect())
+            self.wait(server.close())
 
 
-class SlowConsumerTests(ServerTestMixin, TestCase):
+class SlowConsumerTests(ServerTestMixin, MemoryCase):
     """
     A client that stops reading is cut off once C{max_outbound_buffer}
-    bytes are queued for it, instead of growing the server's memory.
+    bytes are queued for it, instead of growing the server's memory.  (On
+    the memory network a transport holds 64 KiB before it pauses its
+    producer, as Twisted's TCP transport does; there is no kernel buffer.)
     """
 
-    timeout = 60
-
-    @defer.inlineCallbacks
     def test_stalledClientIsCutOff(self):
-        yield self.start(max_outbound_buffer=1024 * 1024, ping_timeout_disabled=True)
+        self.start(max_outbound_buffer=1024 * 1024, ping_timeout_disabled=True)
         self.server.on("connection", lambda socket, status: socket.on(
             "echo", lambda data, respond: respond(None, data)))
-        stalled = yield connect(self.url, reactor=reactor)
-        healthy = yield connect(self.url, reactor=reactor)
+        stalled = self.connect()
+        healthy = self.connect()
         closes = []
         self.server.on("disconnection", lambda socket, code, reason: closes.append(
             (socket.id, code, reason)))
-        stalled._conn.transport.pauseProducing()  # stop reading from the socket
         socket = self.server.clients[stalled.id]
+        # The client's end of the connection stops reading from the socket.
+        stalled_end = self.net.peer(socket._output.transport)
+        stalled_end.pauseProducing()
         blob = "x" * 65536
         sent = 0
         for _ in range(1000):  # at most 64 MiB
@@ -291,19 +343,18 @@ class SlowConsumerTests(ServerTestMixin, TestCase):
             socket.emit("blob", blob)
             sent += len(blob)
             if sent % (1024 * 1024) == 0:
-                yield wait(0)
+                self.net.flush()
         self.assertEqual(socket.state, "closed")
         self.assertEqual(closes[0], (stalled.id, 1008, "Outbound buffer limit exceeded"))
         self.assertLess(sent, 48 * 1024 * 1024)
-        reply = yield healthy.invoke("echo", "still here")
+        reply = self.wait(healthy.invoke("echo", "still here"))
         self.assertEqual(reply, "still here")
-        yield healthy.disconnect()
-        stalled._conn.transport.resumeProducing()
+        self.wait(healthy.disconnect())
+        stalled_end.resumeProducing()
 
-    @defer.inlineCallbacks
     def test_disabled(self):
-        server = yield self.start(max_outbound_buffer=None)
-        client = yield connect(self.url, reactor=reactor)
+        server = self.start(max_outbound_buffer=None)
+        client = self.connect()
         protocol = server.clients[client.id]._output
         self.assertIsNone(protocol._outbound_limit)
-        yield client.disconnect()
+        self.wait(client.disconnect())

@@ -1076,3 +1076,91 @@ class TestingHelperTests(SocketTestCase):
                                 env=dict(__import__("os").environ,
                                          PYTHONPATH=":".join(p for p in sys.path if p)))
         self.assertEqual(result.returncode, 0, result.stderr)
+
+
+class UnexpectedErrorTests(SocketTestCase):
+    """
+    What a client sees when the server fails in a way it did not plan: a
+    request always gets an answer (a generic error, nothing of the cause),
+    and a failure that leaves the connection in an unknown state closes it
+    with 1011 on every path.
+    """
+
+    def failing_middleware(self, kind):
+        def middleware(req, next):
+            d = Deferred()
+            self.clock.callLater(1, d.callback, None)
+            return d
+
+        self.server.add_middleware(kind, middleware)
+
+    def break_continuation(self, name):
+        """Make the socket's continuation C{name} raise."""
+        def boom(*args, **kwargs):
+            raise RuntimeError("secret internals")
+        return boom
+
+    def assertGenericError(self, conn, cid):
+        self.assertEqual(conn.reply_to(cid)["error"],
+                         {"message": "Server error", "name": "UnknownError"})
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_emit_middleware_continuation(self):
+        """An error after the emit middleware allowed: the client gets a generic error."""
+        self.failing_middleware(SCServer.MIDDLEWARE_EMIT)
+        conn = self.open()
+        conn.socket.on("chat", lambda data, respond: None)
+        conn.socket._dispatch_event = self.break_continuation("_dispatch_event")
+        cid = conn.emit("chat", "hi", cid=True)
+        self.clock.advance(1)
+        self.assertGenericError(conn, cid)
+
+    def test_subscribe_middleware_continuation(self):
+        """An error after the subscribe middleware allowed."""
+        self.failing_middleware(SCServer.MIDDLEWARE_SUBSCRIBE)
+        conn = self.open()
+        conn.socket._subscribe = self.break_continuation("_subscribe")
+        d = conn.subscribe("news")
+        self.clock.advance(1)
+        self.failureResultOf(d, errors.UnknownError)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_publish_in_middleware_continuation(self):
+        """An error after the publishIn middleware allowed."""
+        self.failing_middleware(SCServer.MIDDLEWARE_PUBLISH_IN)
+        conn = self.open()
+        conn.socket._publish = self.break_continuation("_publish")
+        d = conn.publish("news", 1)
+        self.clock.advance(1)
+        failure = self.failureResultOf(d, errors.UnknownError)
+        self.assertEqual(str(failure.value), "Server error")
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_authenticate_continuation(self):
+        """An error while answering #authenticate."""
+        conn = self.open()
+        conn.socket._trigger_auth_events = self.break_continuation("_trigger_auth_events")
+        token = self.server.auth_engine.sign_token(
+            {"user": "a"}, TRANSCRIPT_KEY, {"algorithm": "HS256", "expires_in": None})
+        d = conn.authenticate(token)
+        self.failureResultOf(d, errors.UnknownError)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_handshake_failure_closes_1011(self):
+        """An unexpected error in the handshake closes with 1011 (it was 4008)."""
+        conn = self.connect()
+        conn.socket._trigger_auth_events = None
+        conn.socket.emit = None
+        self.server.on("connection", self.break_continuation("connection"))
+        self.server.emit = self.break_continuation("emit")
+        conn.send({"event": "#handshake", "data": {}, "cid": 1})
+        self.assertEqual(conn.closed, (1011, "Server error"))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_message_failure_closes_1011(self):
+        """An unexpected error while handling a message closes with 1011 too."""
+        conn = self.open()
+        conn.socket._protocol_handlers["#subscribe"] = self.break_continuation("subscribe")
+        conn.emit("#subscribe", {"channel": "x"}, cid=True)
+        self.assertEqual(conn.closed, (1011, "Server error"))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
