@@ -451,7 +451,12 @@ class ProtocolEngine:
 
     def _heartbeat_timed_out(self):
         self._heartbeat_timer = None
-        self.close(4001 if self.role == SERVER else 4000, "", notify_peer=False)
+        # As the originals report it: SocketCluster's server with an empty
+        # reason, the client with none.
+        if self.role == SERVER:
+            self.close(4001, "", notify_peer=False)
+        else:
+            self.close(4000, None, notify_peer=False)
 
     def _handshake_timed_out(self):
         self._handshake_timer = None

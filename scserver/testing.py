@@ -5,8 +5,8 @@ Modelled on treq's C{StubTreq}: a L{FakeConnection} attaches a real
 L{scserver.SCServerSocket} of a real L{scserver.SCServer} to an in-memory
 client.  What the test sends goes through the server's codec and protocol
 engine exactly as a WebSocket message would; what the server sends is
-recorded, raw and decoded.  Time is a L{twisted.internet.task.Clock}, so
-ping intervals, ack timeouts and batching are driven by C{advance()}.
+recorded, raw and decoded.  Time is a C{twisted.internet.task.Clock}, so
+ping intervals, ack timeouts and batching are driven by C{advance()}::
 
     from twisted.internet.task import Clock
     from scserver import SCServer
@@ -32,13 +32,39 @@ C{max_payload} check and no UTF-8 validation.  An unexpected exception while
 the server handles a message is logged and closes the socket with 1011, as
 on a real connection (trial reports the logged error).
 
+With the WebSocket layer, a L{MemoryNetwork} connects real clients (a
+L{scserver.client.SCClientSocket}, or any autobahn client factory) to the
+server over in-memory TCP: the HTTP upgrade, the C{handshakeWS}
+middleware, autobahn's framing and the codecs all run as in production,
+pumped synchronously, with every timer on the server's clock.  A
+L{RawServer} plays a server the test drives, to test a client.
+
 This module never imports the global reactor.
 """
 
+import itertools
+from contextlib import contextmanager
 from urllib.parse import parse_qs, urlsplit
 
-from twisted.internet.defer import Deferred
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.protocol import WebSocketClientFactory
+from autobahn.websocket.types import ConnectionDeny
+from twisted.internet import error as net_error
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import (
+    IConnector,
+    IConsumer,
+    IListeningPort,
+    IPushProducer,
+    IReactorTime,
+    IStreamServerEndpoint,
+    ITCPTransport,
+)
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactor
+from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from ._engine import PING_V1, PING_V2, PONG_V1
 from ._transport import UpgradeRequest
@@ -46,7 +72,11 @@ from .errors import BadConnectionError, as_exception, dehydrate_error, hydrate_e
 
 __all__ = [
     "FakeConnection",
+    "MemoryConnection",
+    "MemoryNetwork",
     "NotAnswered",
+    "RawServer",
+    "RawServerProtocol",
     "RecordingOutput",
     "connect",
     "make_server",
@@ -488,3 +518,837 @@ def connect(server, clock=None, **kwargs):
     @return: the L{FakeConnection}.
     """
     return FakeConnection(server, clock=clock, **kwargs)
+
+
+# -- the real stack in memory --------------------------------------------------
+#
+# A MemoryNetwork connects real clients (scserver.client, or any autobahn
+# WebSocketClientFactory) to a real server (an SCServer's autobahn factory,
+# or a RawServer) over in-memory TCP transports, pumped synchronously as
+# twisted.test.iosim does.  Every timer runs on the server's clock.
+
+
+_MAX_ROUNDS = 10000
+"""Pumping rounds after which L{MemoryNetwork.flush} gives up (a livelock)."""
+
+
+class _LenientCall:
+    """
+    What txaio's batched timer returns: an object with a C{cancel()} that
+    may be called after the call ran or was cancelled.
+    """
+
+    __slots__ = ("call",)
+
+    def __init__(self, call):
+        self.call = call
+
+    def cancel(self):
+        if self.call.active():
+            self.call.cancel()
+
+
+class _ClockTimer:
+    """
+    txaio's C{IBatchedTimer} on a clock, for an autobahn factory's
+    C{_batched_timer} (open and close handshake timeouts, auto-ping).
+
+    Like txaio's own (C{txaio.make_batched_timer}, which always uses the
+    global reactor), a call fires when the clock reaches the whole second
+    C{int(now + delay)}: autobahn's timeouts of N seconds fire after N-1 to
+    N seconds, in memory as in production.
+    """
+
+    def __init__(self, clock):
+        self.clock = clock
+
+    def call_later(self, delay, func, *args, **kwargs):
+        now = self.clock.seconds()
+        return _LenientCall(self.clock.callLater(
+            max(0.0, int(now + delay) - now), func, *args, **kwargs))
+
+
+@contextmanager
+def _txaio_loop(clock):
+    """
+    Point txaio's loop at C{clock} while the network pumps: the few timers
+    autobahn schedules with C{txaio.call_later} (a client waiting for the
+    server to drop the TCP connection, chopped writes) land on the clock.
+    """
+    import txaio
+
+    old = txaio.config.loop
+    txaio.config.loop = clock
+    try:
+        yield
+    finally:
+        txaio.config.loop = old
+
+
+def _use_clock(factory, clock):
+    """Make the autobahn C{factory} schedule its timers on C{clock}."""
+    factory._batched_timer = _ClockTimer(clock)
+
+
+@implementer(ITCPTransport, IConsumer, IPushProducer)
+class _MemoryTransport:
+    """
+    One end of an in-memory TCP connection.
+
+    C{write} buffers; the network delivers the buffer to the other end's
+    protocol when it pumps.  C{loseConnection} closes once the buffer is
+    delivered (the peer sees a clean close); C{abortConnection} discards it
+    (the peer sees a connection lost).  Like a TCP transport, an end that is
+    closing reads nothing more.
+    """
+
+    disconnecting = False
+    aborted = False
+    lost = False
+    paused = False
+    receiving = False
+    producer = None
+    streaming = None
+
+    def __init__(self, host, peer):
+        self.protocol = None
+        self.buffer = []
+        self.host = host
+        self.peer = peer
+
+    def __repr__(self):
+        return "<memory transport {}:{} to {}:{}>".format(
+            self.host.host, self.host.port, self.peer.host, self.peer.port)
+
+    def write(self, data):
+        if not isinstance(data, bytes):
+            raise TypeError("Data must be bytes, not {}".format(type(data).__name__))
+        # As a TCP transport does, what is written after loseConnection()
+        # still goes out before the connection closes.
+        if self.lost or self.aborted or not data:
+            return
+        self.buffer.append(data)
+
+    def writeSequence(self, data):
+        self.write(b"".join(data))
+
+    def loseConnection(self):
+        self.disconnecting = True
+
+    def abortConnection(self):
+        if not self.lost:
+            self.disconnecting = True
+            self.aborted = True
+            del self.buffer[:]
+
+    def loseWriteConnection(self):
+        self.loseConnection()
+
+    def getPeer(self):
+        return self.peer
+
+    def getHost(self):
+        return self.host
+
+    def getTcpNoDelay(self):
+        return True
+
+    def setTcpNoDelay(self, enabled):
+        pass
+
+    def getTcpKeepAlive(self):
+        return False
+
+    def setTcpKeepAlive(self, enabled):
+        pass
+
+    def registerProducer(self, producer, streaming):
+        if self.producer is not None:
+            raise RuntimeError("Cannot register producer {!r}, because producer {!r} was "
+                               "never unregistered.".format(producer, self.producer))
+        if self.lost:
+            producer.stopProducing()
+            return
+        self.producer = producer
+        self.streaming = streaming
+        if not streaming:
+            producer.resumeProducing()
+
+    def unregisterProducer(self):
+        self.producer = None
+        self.streaming = None
+
+    def pauseProducing(self):
+        self.paused = True
+
+    def resumeProducing(self):
+        self.paused = False
+
+    def stopProducing(self):
+        self.loseConnection()
+
+
+class MemoryConnection:
+    """
+    One in-memory TCP connection of a L{MemoryNetwork}, between a client
+    protocol and a server protocol.
+
+    @ivar network: the L{MemoryNetwork}.
+    @ivar connector: the C{IConnector} the client dialed with (what
+        C{connectTCP} or C{connectSSL} of L{MemoryNetwork.reactor} returned).
+    @ivar client_protocol: the client's protocol (for C{wss://}, the one
+        inside the TLS layer): the autobahn C{WebSocketClientProtocol}.
+    @ivar server_protocol: the server's protocol (for TLS, the one inside
+        the TLS layer): an C{SCServerProtocol} of an L{scserver.SCServer},
+        or a L{RawServerProtocol}.
+    @ivar tls: C{True} when the connection runs TLS.
+    """
+
+    def __init__(self, network, connector, client_outer, server_outer,
+                 client_transport, server_transport, tls):
+        self.network = network
+        self.connector = connector
+        self.tls = tls
+        self._client = client_transport
+        self._server = server_transport
+        client_transport.protocol = client_outer
+        server_transport.protocol = server_outer
+        self.client_protocol = getattr(client_outer, "wrappedProtocol", client_outer) \
+            if tls else client_outer
+        self.server_protocol = getattr(server_outer, "wrappedProtocol", server_outer) \
+            if tls else server_outer
+
+    def __repr__(self):
+        return "<MemoryConnection {!r} to {!r}{}>".format(
+            self.client_protocol, self.server_protocol, " closed" if self.closed else "")
+
+    @property
+    def closed(self):
+        """C{True} once both ends lost the connection."""
+        return self._client.lost and self._server.lost
+
+    def _start(self):
+        self._server.protocol.makeConnection(self._server)
+        self._client.protocol.makeConnection(self._client)
+
+    def _deliver(self, source, target):
+        """Move the bytes C{source} wrote to C{target}'s protocol."""
+        if not source.buffer or target.receiving or target.lost:
+            return False
+        if target.disconnecting:
+            # A closing TCP transport stops reading.
+            del source.buffer[:]
+            return True
+        if target.paused:
+            return False
+        data = b"".join(source.buffer)
+        del source.buffer[:]
+        target.receiving = True
+        try:
+            target.protocol.dataReceived(data)
+        finally:
+            target.receiving = False
+        return True
+
+    def _pump(self):
+        """One round: move what each end wrote, then process a close."""
+        if self.closed:
+            return False
+        self.network._io_clock.advance(0)
+        for transport in (self._client, self._server):
+            producer = transport.producer
+            if producer is not None and not transport.streaming and not transport.buffer:
+                producer.resumeProducing()
+        moved = self._deliver(self._client, self._server)
+        moved = self._deliver(self._server, self._client) or moved
+        if moved:
+            return True
+        if self._client.receiving or self._server.receiving:
+            # A protocol is in dataReceived (the network is pumped from a
+            # handler): never call connectionLost under its feet.
+            return False
+        for transport in (self._client, self._server):
+            if transport.disconnecting and not transport.buffer and not transport.lost:
+                self._close(transport)
+                return True
+        return False
+
+    def _close(self, initiator):
+        peer = self._server if initiator is self._client else self._client
+        if initiator.aborted:
+            reasons = (net_error.ConnectionAborted(), net_error.ConnectionLost())
+        else:
+            reasons = (net_error.ConnectionDone(), net_error.ConnectionDone())
+        self._lose((initiator, peer), reasons)
+
+    def _lose(self, transports, reasons):
+        for transport in transports:
+            transport.disconnecting = True
+            transport.lost = True
+            del transport.buffer[:]
+        for transport, reason in zip(transports, reasons):
+            transport.producer = None
+            transport.protocol.connectionLost(Failure(reason))
+            if transport is self._client:
+                self.connector._lost(Failure(reason))
+
+    def flush(self):
+        """
+        Pump this connection until no bytes move (other connections and the
+        clock wait).
+        """
+        with _txaio_loop(self.network.clock):
+            for _ in range(_MAX_ROUNDS):
+                if not self._pump():
+                    return
+        raise RuntimeError("{!r} still moves bytes after {} rounds".format(self, _MAX_ROUNDS))
+
+    def drop(self):
+        """
+        The network fails: both ends lose the connection at once
+        (C{ConnectionLost}, no closing handshake, bytes in flight are lost).
+        """
+        if self.closed:
+            return
+        with _txaio_loop(self.network.clock):
+            self._lose((self._client, self._server),
+                       (net_error.ConnectionLost(), net_error.ConnectionLost()))
+
+
+@implementer(IConnector)
+class _MemoryConnector:
+    """
+    The C{IConnector} of a dial on a L{MemoryNetwork}'s reactor: it behaves
+    as a real connector (C{state}, C{disconnect()}, C{stopConnecting()},
+    the factory's C{doStart}/C{startedConnecting}/C{clientConnectionFailed}/
+    C{clientConnectionLost}/C{doStop}, a timeout after C{timeout} seconds).
+    """
+
+    def __init__(self, network, host, port, factory, timeout, tls):
+        self.network = network
+        self.host = host
+        self.port = port
+        self.factory = factory
+        self.timeout = timeout
+        self.tls = tls
+        self.state = "disconnected"
+        self.connection = None
+        self._timeout_call = None
+
+    def __repr__(self):
+        return "<memory connector to {}:{} {}>".format(self.host, self.port, self.state)
+
+    def connect(self):
+        """Start dialing (again)."""
+        if self.state != "disconnected":
+            raise RuntimeError("Can't connect in the {} state".format(self.state))
+        self.state = "connecting"
+        self.connection = None
+        self.factory.doStart()
+        self.factory.startedConnecting(self)
+        if self.state != "connecting":
+            return
+        if self.timeout:
+            self._timeout_call = self.network.clock.callLater(
+                self.timeout, self._failed, net_error.TimeoutError())
+        self.network._dials.append(self)
+
+    def stopConnecting(self):
+        """Stop dialing: the factory's C{clientConnectionFailed} gets a C{UserError}."""
+        if self.state != "connecting":
+            raise net_error.NotConnectingError("we're not trying to connect")
+        self._failed(net_error.UserError())
+
+    def disconnect(self):
+        """Stop dialing, or close the connection."""
+        if self.state == "connecting":
+            self.stopConnecting()
+        elif self.state == "connected":
+            self.connection._client.loseConnection()
+
+    def getDestination(self):
+        """The address dialed."""
+        return IPv4Address("TCP", self.host, self.port)
+
+    def _cancel_timeout(self):
+        call, self._timeout_call = self._timeout_call, None
+        if call is not None and call.active():
+            call.cancel()
+
+    def _connected(self, connection):
+        self._cancel_timeout()
+        if self in self.network._dials:
+            self.network._dials.remove(self)
+        self.state = "connected"
+        self.connection = connection
+
+    def _failed(self, reason):
+        self._cancel_timeout()
+        if self in self.network._dials:
+            self.network._dials.remove(self)
+        self.state = "disconnected"
+        self.factory.clientConnectionFailed(self, Failure(reason))
+        if self.state == "disconnected":
+            self.factory.doStop()
+
+    def _lost(self, reason):
+        self.state = "disconnected"
+        self.factory.clientConnectionLost(self, reason)
+        if self.state == "disconnected":
+            self.factory.doStop()
+
+
+@implementer(IReactorTime)
+class _NetworkReactor(MemoryReactor):
+    """
+    The reactor of a L{MemoryNetwork}'s clients: a C{MemoryReactor} (dials
+    are recorded in C{tcpClients}, C{sslClients} and C{connectors}) whose
+    connectors the network completes, and whose time is the network's
+    clock.
+    """
+
+    def __init__(self, network):
+        MemoryReactor.__init__(self)
+        self.network = network
+
+    def seconds(self):
+        """The clock's time."""
+        return self.network.clock.seconds()
+
+    def callLater(self, delay, callable, *args, **kw):
+        """Schedule a call on the clock."""
+        return self.network.clock.callLater(delay, callable, *args, **kw)
+
+    def getDelayedCalls(self):
+        """The clock's pending calls (the server's included)."""
+        return self.network.clock.getDelayedCalls()
+
+    def advance(self, seconds):
+        """Same as L{MemoryNetwork.advance}."""
+        self.network.advance(seconds)
+
+    def _dial(self, host, port, factory, timeout, tls):
+        if isinstance(factory, WebSocketClientFactory):
+            _use_clock(factory, self.network.clock)
+        connector = _MemoryConnector(self.network, host, port, factory, timeout, tls)
+        self.connectors.append(connector)
+        connector.connect()
+        return connector
+
+    def connectTCP(self, host, port, factory, timeout=30, bindAddress=None):
+        """Dial C{host}:C{port}; the network connects it to its server."""
+        self.tcpClients.append((host, port, factory, timeout, bindAddress))
+        return self._dial(host, port, factory, timeout, None)
+
+    def connectSSL(self, host, port, factory, contextFactory, timeout=30, bindAddress=None):
+        """Dial C{host}:C{port} with TLS; the network connects it to its server."""
+        self.sslClients.append((host, port, factory, contextFactory, timeout, bindAddress))
+        return self._dial(host, port, factory, timeout, contextFactory)
+
+
+@implementer(IListeningPort)
+class _MemoryPort:
+    """What a server listening on a L{MemoryNetwork} gets from C{listen}."""
+
+    def __init__(self, network, factory):
+        self.network = network
+        self.factory = factory
+
+    def startListening(self):
+        pass
+
+    def stopListening(self):
+        """Stop accepting connections (the open ones stay)."""
+        if self.network._factory is self.factory:
+            self.network._factory = None
+            self.factory.doStop()
+        return None
+
+    def getHost(self):
+        return IPv4Address("TCP", "127.0.0.1", 0)
+
+
+@implementer(IStreamServerEndpoint)
+class _MemoryEndpoint:
+    """The endpoint a server listens on to accept a L{MemoryNetwork}'s dials."""
+
+    def __init__(self, network):
+        self.network = network
+
+    def listen(self, factory):
+        self.network._factory = factory
+        factory.doStart()
+        return succeed(_MemoryPort(self.network, factory))
+
+
+class MemoryNetwork:
+    """
+    Real clients and a real server connected in memory.
+
+    The server listens on the network (an L{scserver.SCServer} through its
+    own C{listen}, so it starts as in production); clients dial it through
+    L{reactor}, a memory reactor that records the dials as Twisted's
+    C{MemoryReactor} does (C{tcpClients}, C{sslClients}, C{connectors}) and
+    connects every one of them (whatever the host and port) to the server's
+    autobahn factory over in-memory transports.  Bytes move only when the
+    network is pumped (L{flush}, L{advance}): synchronously and in a fixed
+    order, so a test is deterministic.
+
+    Time is the server's clock (C{server.reactor}, a
+    C{twisted.internet.task.Clock} or a C{MemoryReactorClock}), shared by the
+    clients, by autobahn's timers (the open and close handshake timeouts,
+    auto-ping: the network points the factories' timers at the clock) and by
+    the TLS layer.  Nothing runs on the global reactor::
+
+        network = MemoryNetwork(make_server())
+        client = network.client(auto_reconnect=False)
+        d = client.connect()
+        network.flush()
+        self.assertIs(self.successResultOf(d), client)
+
+    @ivar server: the server: an L{scserver.SCServer}, or an autobahn
+        C{WebSocketServerFactory} such as a L{RawServer}.
+    @ivar clock: the clock (C{server.reactor}).
+    @ivar reactor: the reactor to give clients (its time is L{clock}; its
+        C{advance} is L{advance}).
+    @ivar tls: the server's TLS options (an
+        C{IOpenSSLServerConnectionCreator}), or C{None}.
+    @ivar connections: every L{MemoryConnection}, in the order they were
+        made (closed ones included).
+    @ivar accepting: when C{True} (the default), L{flush} connects the dials
+        at once; when C{False} they wait for L{accept} or L{refuse} (or
+        their timeout), as dials to a server that does not answer.
+    """
+
+    def __init__(self, server, tls=None):
+        """
+        @param server: an L{scserver.SCServer} made with a clock as its
+            reactor (see L{make_server}), or an autobahn
+            C{WebSocketServerFactory} (a L{RawServer}) made with a clock as
+            its C{reactor}.
+        @param tls: the server's TLS options (an
+            C{IOpenSSLServerConnectionCreator} such as
+            C{PrivateCertificate.options()}), to accept C{wss://} dials;
+            without it they are refused.
+        """
+        self.server = server
+        self.clock = server.reactor
+        if not (hasattr(self.clock, "advance") and hasattr(self.clock, "getDelayedCalls")):
+            raise TypeError("The server's reactor must be a Clock or a MemoryReactorClock, "
+                            "not {!r}".format(self.clock))
+        self.tls = tls
+        self.reactor = _NetworkReactor(self)
+        self.connections = []
+        self.accepting = True
+        self._dials = []
+        self._factory = None
+        self._io_clock = Clock()
+        self._client_ports = itertools.count(50001)
+        endpoint = _MemoryEndpoint(self)
+        if isinstance(server, WebSocketServerFactory):
+            _use_clock(server, self.clock)
+            endpoint.listen(server)
+        else:
+            _use_clock(server.factory, self.clock)
+            server.listen(endpoint)
+
+    def __repr__(self):
+        return "<MemoryNetwork {!r}: {} connections>".format(self.server, len(self.connections))
+
+    @property
+    def default_url(self):
+        """
+        The URL L{client} dials by default: C{ws://localhost/} (or
+        C{wss://} with L{tls}) and the server's C{path}
+        (C{/socketcluster/} for a L{RawServer}).
+        """
+        if isinstance(self.server, WebSocketServerFactory):
+            path = "/socketcluster/"
+        else:
+            path = self.server.path
+        return "{}://localhost{}".format("wss" if self.tls is not None else "ws", path)
+
+    def client(self, url=None, **options):
+        """
+        Make a L{scserver.client.SCClientSocket} that dials through this
+        network.  It is not connected yet: call its C{connect()}, then
+        L{flush}.
+
+        @param url: the URL; L{default_url} when C{None}.
+        @param options: the client's options (C{reactor} is this network's).
+            Pass C{auto_reconnect=False} when reconnection timers would be
+            in the way.
+        @return: the L{scserver.client.SCClientSocket}.
+        """
+        from .client import SCClientSocket
+
+        return SCClientSocket(url or self.default_url, reactor=self.reactor, **options)
+
+    def connect_protocol(self, client_factory, tls=None):
+        """
+        Connect a client factory (an autobahn C{WebSocketClientFactory}, or
+        any C{ClientFactory} to talk to the server below the WebSocket
+        layer) to the server now, and flush.
+
+        @param client_factory: the factory (its C{host} and C{port}, when it
+            has them, are dialed).
+        @param tls: client TLS options (an C{IOpenSSLClientConnectionCreator})
+            to dial with TLS, or C{None}.
+        @return: the L{MemoryConnection} (its protocols, once flushed, have
+            done the WebSocket handshake unless the server refused it).
+        @raise twisted.internet.error.ConnectError: when the network could not
+            connect (the factory's C{clientConnectionFailed} was called).
+        """
+        host = getattr(client_factory, "host", None) or "localhost"
+        port = getattr(client_factory, "port", None) or (443 if tls is not None else 80)
+        if tls is None:
+            connector = self.reactor.connectTCP(host, port, client_factory)
+        else:
+            connector = self.reactor.connectSSL(host, port, client_factory, tls)
+        with _txaio_loop(self.clock):
+            self._serve(connector)
+        if connector.connection is None:
+            raise net_error.ConnectError("The network could not connect {!r}".format(client_factory))
+        self.flush()
+        return connector.connection
+
+    def _serve(self, connector):
+        """Connect a dial to the server, or fail it."""
+        if connector.state != "connecting":
+            return False
+        factory = self._factory
+        if factory is None:
+            connector._failed(net_error.ConnectionRefusedError("Nothing listens on this MemoryNetwork"))
+            return True
+        if connector.tls is not None and self.tls is None:
+            connector._failed(net_error.ConnectionRefusedError("This MemoryNetwork has no TLS"))
+            return True
+        client_address = IPv4Address("TCP", "127.0.0.1", next(self._client_ports))
+        server_address = IPv4Address("TCP", "127.0.0.1", connector.port)
+        client_factory = connector.factory
+        if connector.tls is not None:
+            from twisted.protocols.tls import TLSMemoryBIOFactory
+
+            client_factory = TLSMemoryBIOFactory(connector.tls, True, client_factory,
+                                                 clock=self._io_clock)
+            factory = TLSMemoryBIOFactory(self.tls, False, factory, clock=self._io_clock)
+        server_protocol = factory.buildProtocol(client_address)
+        client_protocol = client_factory.buildProtocol(server_address) \
+            if server_protocol is not None else None
+        if client_protocol is None:
+            connector._failed(net_error.ConnectionRefusedError("A factory built no protocol"))
+            return True
+        connection = MemoryConnection(
+            self, connector, client_protocol, server_protocol,
+            _MemoryTransport(client_address, server_address),
+            _MemoryTransport(server_address, client_address),
+            connector.tls is not None)
+        self.connections.append(connection)
+        connector._connected(connection)
+        connection._start()
+        return True
+
+    def accept(self):
+        """
+        Connect the waiting dials now (even when not L{accepting}), and
+        flush.
+
+        @return: the new L{MemoryConnection}s, in the order of the dials.
+        """
+        before = len(self.connections)
+        with _txaio_loop(self.clock):
+            for connector in list(self._dials):
+                self._serve(connector)
+        self.flush()
+        return self.connections[before:]
+
+    def refuse(self, reason=None):
+        """
+        Fail the waiting dials: their factories' C{clientConnectionFailed}
+        gets C{reason}.
+
+        @param reason: an exception; a
+            C{twisted.internet.error.ConnectionRefusedError} by default.
+        """
+        with _txaio_loop(self.clock):
+            for connector in list(self._dials):
+                connector._failed(reason if reason is not None else net_error.ConnectionRefusedError())
+
+    def flush(self):
+        """
+        Pump every connection until no bytes move: connect the waiting
+        dials (when L{accepting}), deliver what each end wrote, process the
+        closes.  The clock does not move.
+        """
+        with _txaio_loop(self.clock):
+            for _ in range(_MAX_ROUNDS):
+                moved = False
+                if self.accepting:
+                    for connector in list(self._dials):
+                        moved = self._serve(connector) or moved
+                for connection in list(self.connections):
+                    moved = connection._pump() or moved
+                if not moved:
+                    return
+        raise RuntimeError("{!r} still moves bytes after {} rounds".format(self, _MAX_ROUNDS))
+
+    def advance(self, seconds):
+        """
+        Move the clock forward by C{seconds}, flushing after every call that
+        comes due: a reply sent by a timer arrives before the next timer
+        fires, as on a fast network.
+
+        @param seconds: how far (0 runs the calls due now).
+        """
+        clock = self.clock
+        target = clock.seconds() + seconds
+        with _txaio_loop(clock):
+            self.flush()
+            stalled = 0
+            while True:
+                due = [call.getTime() for call in clock.getDelayedCalls()
+                       if call.getTime() <= target]
+                if not due:
+                    break
+                before = clock.seconds()
+                clock.advance(max(0.0, min(due) - before))
+                self.flush()
+                stalled = stalled + 1 if clock.seconds() == before else 0
+                if stalled > _MAX_ROUNDS:
+                    raise RuntimeError(
+                        "{!r}: calls keep coming due at {}".format(self, clock.seconds()))
+            if clock.seconds() < target:
+                clock.advance(target - clock.seconds())
+                self.flush()
+
+
+class RawServerProtocol(WebSocketServerProtocol):
+    """
+    One connection of a L{RawServer}: an autobahn WebSocket server protocol
+    that records what the client sends and does only what the test tells
+    it.  It never answers a close frame, and never ends the connection, by
+    itself.
+
+    @ivar request: the upgrade request (autobahn's C{ConnectionRequest}:
+        C{path}, C{params}, C{headers}), once received.
+    @ivar is_websocket_open: C{True} once the WebSocket handshake is done.
+    @ivar messages: the messages received, in order: C{str} for a text
+        frame, C{bytes} for a binary frame.
+    @ivar close_frame: C{None}, or C{(code, reason)} of the last close frame
+        received (C{code} and C{reason} are C{None} when absent).
+    @ivar lost: C{None}, or the C{Failure} of the TCP connection's end.
+    """
+
+    def __init__(self):
+        WebSocketServerProtocol.__init__(self)
+        self.request = None
+        self.is_websocket_open = False
+        self.messages = []
+        self.close_frame = None
+        self.lost = None
+
+    def onConnect(self, request):
+        """Record the upgrade request; refuse it when the factory says so."""
+        self.request = request
+        deny = self.factory.deny
+        if deny is not None:
+            raise ConnectionDeny(*deny)
+        return None
+
+    def onOpen(self):
+        """Record that the WebSocket is open."""
+        self.is_websocket_open = True
+
+    def onMessage(self, payload, isBinary):
+        """Record a message."""
+        if isBinary:
+            self.messages.append(bytes(payload))
+        else:
+            self.messages.append(payload.decode("utf-8"))
+
+    def onCloseFrame(self, code, reasonRaw):
+        """Record a close frame, and do not answer it."""
+        reason = None
+        if reasonRaw is not None:
+            try:
+                reason = reasonRaw.decode("utf-8")
+            except UnicodeDecodeError:
+                reason = reasonRaw
+        self.close_frame = (code, reason)
+        return None
+
+    def connectionLost(self, reason):
+        """Record the end of the TCP connection."""
+        self.lost = reason
+        WebSocketServerProtocol.connectionLost(self, reason)
+
+    def clear(self):
+        """Forget the messages received so far."""
+        del self.messages[:]
+
+    def send(self, payload, binary=None):
+        """
+        Send a message.
+
+        @param payload: C{str} (sent UTF-8 encoded) or C{bytes}.
+        @param binary: send a binary frame (C{True}) or a text frame
+            (C{False}); by default, binary for C{bytes}, text for C{str}.
+        """
+        if isinstance(payload, str):
+            payload = payload.encode("utf-8")
+            if binary is None:
+                binary = False
+        elif binary is None:
+            binary = True
+        self.sendMessage(bytes(payload), binary)
+
+    def close(self, code=None, reason=None):
+        """
+        Send a close frame, any code allowed (nothing is checked); the TCP
+        connection stays until L{drop}.
+
+        @param code: the close code, or C{None} for a frame without one.
+        @param reason: a C{str} reason, or C{None}.
+        """
+        self.sendCloseFrame(code=code, reasonUtf8=None if reason is None else reason.encode("utf-8"),
+                            isReply=False)
+
+    def drop(self):
+        """End the TCP connection abruptly (the client sees 1006 unless the close handshake is done)."""
+        self.dropConnection(abort=True)
+
+
+class RawServer(WebSocketServerFactory):
+    """
+    A WebSocket server the test plays, to test a client: it records every
+    connection (L{protocols}) and their messages, and sends what the test
+    says (see L{RawServerProtocol}).  Serve it with a L{MemoryNetwork}.
+
+    autobahn's own timers are off (no open or close handshake timeout, no
+    auto-ping): nothing happens unless the test does it.
+
+    @ivar protocols: the L{RawServerProtocol}s, in the order of the
+        connections.
+    @ivar deny: C{None}, or C{(status, reason)}: refuse the upgrade
+        requests with that HTTP status.
+    """
+
+    protocol = RawServerProtocol
+
+    def __init__(self, reactor, deny=None):
+        """
+        @param reactor: the clock (a C{twisted.internet.task.Clock} or a
+            C{MemoryReactorClock}).
+        @param deny: see L{deny}.
+        """
+        WebSocketServerFactory.__init__(self, reactor=reactor)
+        self.deny = deny
+        self.protocols = []
+        self.setProtocolOptions(openHandshakeTimeout=0, closeHandshakeTimeout=0,
+                                autoPingInterval=0)
+
+    def buildProtocol(self, addr):
+        """Build and record a L{RawServerProtocol}."""
+        protocol = WebSocketServerFactory.buildProtocol(self, addr)
+        self.protocols.append(protocol)
+        return protocol

@@ -1,12 +1,16 @@
 """
 Tests for L{scserver.client}.
 
-Most tests drive L{SCClientSocket} without a network: a L{MemoryReactorClock}
-records the TCP connection attempts, a L{FakeWire} stands for the WebSocket
-connection (it records the payloads and the close the socket asks for), and
-the server's frames are fed in as encoded payloads.  L{AdapterTests} run the
-real autobahn protocol over a L{StringTransport}; L{LoopbackTests} talk to a
-tiny fake SocketCluster server over loopback TCP and TLS.
+Every test goes through the client's public API and the wire only.  Most
+drive L{SCClientSocket} against a L{scserver.testing.RawServer} in memory
+(a L{scserver.testing.MemoryNetwork}): the client dials through the
+network's memory reactor (the dials are recorded in C{tcpClients}), the test
+accepts or refuses them, plays the server's messages and close frames
+(encoded with the codec) and reads what the client sent, as the raw server
+received it.  L{AdapterTests} run the autobahn protocol over a
+L{StringTransport} (the exact frames); L{MemoryServerTests} talk to a real
+L{scserver.SCServer} in memory, over TCP and TLS; L{LoopbackTests} keep one
+real socket: C{wss://} through the global reactor's C{connectSSL}.
 """
 
 import base64
@@ -18,6 +22,7 @@ import struct
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from twisted.internet import defer, error as ierror
+from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial import unittest
@@ -25,6 +30,7 @@ from twisted.trial import unittest
 from scserver import errors
 from scserver.client import SCClientChannel, SCClientSocket, connect, decode_auth_token
 from scserver.codec import JSONCodec, MinBinCodec
+from scserver.testing import MemoryNetwork, RawServer, make_server
 
 URL = "ws://example.com:8000/socketcluster/"
 
@@ -45,20 +51,31 @@ def make_token(payload):
     return "{}.{}.c2ln".format(part({"alg": "HS256", "typ": "JWT"}), part(payload))
 
 
-class FakeWire:
-    """Stands for the autobahn protocol: records what the socket sends."""
+class Wire:
+    """
+    One connection as the raw server sees it.  Reading L{sent} or L{closed}
+    flushes the network first, so that what the client wrote has arrived.
 
-    def __init__(self, codec=None):
-        self.codec = codec or JSONCodec()
-        self.sent = []
-        self.closed = None
+    @ivar protocol: the L{scserver.testing.RawServerProtocol}.
+    """
 
-    def sc_send(self, payload):
-        self.sent.append(payload)
+    def __init__(self, network, connection, codec):
+        self.network = network
+        self.connection = connection
+        self.protocol = connection.server_protocol
+        self.codec = codec
 
-    def sc_close(self, code, reason=None):
-        if self.closed is None:
-            self.closed = (code, reason)
+    @property
+    def sent(self):
+        """The messages the client sent: L{str} (text frames) or L{bytes}."""
+        self.network.flush()
+        return self.protocol.messages
+
+    @property
+    def closed(self):
+        """The close frame the client sent, C{(code, reason)}, or C{None}."""
+        self.network.flush()
+        return self.protocol.close_frame
 
     def packets(self):
         """The sent payloads, decoded."""
@@ -68,17 +85,23 @@ class FakeWire:
         return self.packets()[-1]
 
     def clear(self):
-        del self.sent[:]
+        self.network.flush()
+        self.protocol.clear()
 
 
 class Harness:
     """
-    An L{SCClientSocket} on a L{MemoryReactorClock}, with helpers to play the
-    server.
+    An L{SCClientSocket} dialing a L{RawServer} through a
+    L{MemoryNetwork} that does not accept by itself, with helpers to play
+    the server.
     """
 
     def __init__(self, url=URL, codec=None, **options):
-        self.reactor = MemoryReactorClock()
+        options.setdefault("auto_reconnect", False)
+        self.server = RawServer(Clock())
+        self.network = MemoryNetwork(self.server)
+        self.network.accepting = False
+        self.reactor = self.network.reactor
         self.codec = codec or JSONCodec()
         self.socket = SCClientSocket(url, reactor=self.reactor, codec_engine=self.codec, **options)
         self.events = []
@@ -94,20 +117,32 @@ class Harness:
     def events_named(self, name):
         return [e[1:] for e in self.events if e[0] == name]
 
-    @property
-    def factory(self):
-        return self.reactor.tcpClients[-1][2]
-
     def dial(self):
         """Call connect() and return its Deferred."""
         return self.socket.connect()
 
     def open(self):
-        """The WebSocket of the last attempt opens."""
-        wire = FakeWire(self.codec)
+        """
+        The server accepts the last connection attempt: the WebSocket opens
+        (and the client sends its handshake).
+        """
+        connection = self.network.accept()[-1]
+        wire = Wire(self.network, connection, self.codec)
         self.wires.append(wire)
-        self.socket._ws_opened(self.factory, wire)
         return wire
+
+    def refuse(self):
+        """The connection attempt fails: connection refused."""
+        self.network.refuse()
+        self.network.flush()
+
+    def dial_abandoned(self):
+        """
+        Whether the client gave its last dial up: the connector stopped, and
+        the server gets no connection from it.
+        """
+        connector = self.reactor.connectors[-1]
+        return connector.state == "disconnected" and self.network.accept() == []
 
     @property
     def wire(self):
@@ -115,15 +150,13 @@ class Harness:
 
     def feed(self, obj, wire=None):
         """The server sends C{obj} (encoded with the codec)."""
-        wire = wire or self.wire
-        payload = self.codec.encode(obj)
-        if isinstance(payload, str):
-            self.socket._ws_message(wire, payload.encode("utf-8"), False)
-        else:
-            self.socket._ws_message(wire, payload, True)
+        (wire or self.wire).protocol.send(self.codec.encode(obj))
+        self.network.flush()
 
     def feed_raw(self, data, is_binary=False, wire=None):
-        self.socket._ws_message(wire or self.wire, data, is_binary)
+        """The server sends C{data} as it is, in a binary or text frame."""
+        (wire or self.wire).protocol.send(data, binary=is_binary)
+        self.network.flush()
 
     def handshake_reply(self, cid=1, id="abc", ping_timeout=20000, authenticated=False, **extra):
         data = {"id": id, "pingTimeout": ping_timeout, "isAuthenticated": authenticated}
@@ -139,8 +172,17 @@ class Harness:
         return d
 
     def remote_close(self, code, reason="", wire=None):
-        wire = wire or self.wire
-        self.socket._ws_closed(self.factory, wire, code, reason)
+        """
+        The server ends the connection: a close frame with C{code} and
+        C{reason} (none with 1005) then the TCP connection; 1006 only drops
+        the TCP connection.
+        """
+        protocol = (wire or self.wire).protocol
+        if code != 1006:
+            protocol.close(None if code == 1005 else code, reason or None)
+            self.network.flush()
+        protocol.drop()
+        self.network.flush()
 
 
 class DecodeAuthTokenTests(unittest.SynchronousTestCase):
@@ -324,7 +366,7 @@ class HandshakeTests(unittest.SynchronousTestCase):
         failure = self.failureResultOf(d, errors.BadConnectionError)
         self.assertEqual(failure.value.type, "connectAbort")
         self.assertEqual(failure.value.code, 4007)
-        self.assertTrue(h.reactor.connectors[0]._disconnected)
+        self.assertTrue(h.dial_abandoned())
         self.assertEqual(h.events_named("connectAbort"), [(4007, None)])
 
     def test_connect_timeout_cancelled_on_open(self):
@@ -340,8 +382,7 @@ class HandshakeTests(unittest.SynchronousTestCase):
     def test_connection_refused(self):
         h = Harness()
         d = h.dial()
-        h.factory.clientConnectionFailed(
-            h.reactor.connectors[0], Failure(ierror.ConnectionRefusedError()))
+        h.refuse()
         failure = self.failureResultOf(d, errors.BadConnectionError)
         self.assertEqual(failure.value.code, 1006)
         self.assertEqual(h.events_named("connectAbort")[0][0], 1006)
@@ -351,11 +392,16 @@ class HandshakeTests(unittest.SynchronousTestCase):
     def test_upgrade_refused(self):
         """The HTTP upgrade fails (401/403/400): autobahn reports 1006."""
         h = Harness()
+        h.server.deny = (401, "Unauthorized")
         d = h.dial()
-        proto = h.factory.buildProtocol(None)
-        h.socket._ws_closed(h.factory, proto, 1006, "connection was closed uncleanly")
+        h.open()
         self.failureResultOf(d, errors.BadConnectionError)
-        self.assertEqual(h.events_named("connectAbort"), [(1006, "connection was closed uncleanly")])
+        [(code, reason)] = h.events_named("connectAbort")
+        self.assertEqual(code, 1006)
+        # autobahn's reason: 'connection was closed uncleanly ("WebSocket
+        # connection upgrade failed [401]: Unauthorized")'.
+        self.assertTrue(reason.startswith("connection was closed uncleanly"), reason)
+        self.assertIn("401", reason)
 
     def test_cancel_connect(self):
         h = Harness()
@@ -363,7 +409,7 @@ class HandshakeTests(unittest.SynchronousTestCase):
         d.cancel()
         self.failureResultOf(d, defer.CancelledError)
         self.assertEqual(h.socket.state, "closed")
-        self.assertTrue(h.reactor.connectors[0]._disconnected)
+        self.assertTrue(h.dial_abandoned())
         self.assertEqual(h.reactor.getDelayedCalls(), [])
 
     def test_events_before_handshake_reply(self):
@@ -498,17 +544,22 @@ class EmitTests(unittest.SynchronousTestCase):
         self.failureResultOf(d, errors.TimeoutError)
 
     def test_invoke_cancel(self):
+        """Cancelling forgets the request: its ack timer is gone, a late reply is ignored."""
+        timers = self.h.reactor.getDelayedCalls()
         d = self.socket.invoke("slow")
         d.cancel()
         self.failureResultOf(d, defer.CancelledError)
-        self.assertEqual(self.h.reactor.getDelayedCalls()[0].func, self.socket._ping_timed_out)
+        self.assertEqual(self.h.reactor.getDelayedCalls(), timers)
         self.h.feed({"rid": 2, "data": "late"})
+        self.assertEqual(self.h.events_named("error"), [])
 
     def test_invoke_unencodable(self):
+        """Nothing is sent and nothing waits (no ack timer) for an unencodable call."""
+        timers = self.h.reactor.getDelayedCalls()
         d = self.socket.invoke("bad", {"x": object()})
         self.failureResultOf(d)
         self.assertEqual(self.wire.sent, [])
-        self.assertEqual(self.socket._calls, {})
+        self.assertEqual(self.h.reactor.getDelayedCalls(), timers)
 
     def test_emit_unencodable_raises(self):
         self.assertRaises(Exception, self.socket.emit, "bad", {"x": object()})
@@ -793,8 +844,13 @@ class PubSubTests(unittest.SynchronousTestCase):
         self.assertTrue(self.socket.is_subscribed("news"))
 
     def test_subscribe_no_timeout(self):
-        self.socket.subscribe("news")
-        self.assertIsNone(self.socket._calls[2].timer)
+        """A subscription waits for its reply past ack_timeout (10 s)."""
+        channel = self.socket.subscribe("news")
+        self.h.reactor.advance(15)
+        self.assertEqual(channel.state, "pending")
+        self.assertEqual(self.h.events_named("subscribeFail"), [])
+        self.h.feed({"rid": 2})
+        self.assertEqual(channel.state, "subscribed")
 
     def test_subscribe_same_channel(self):
         channel = self.socket.subscribe("news")
@@ -1143,7 +1199,7 @@ class CloseTests(unittest.SynchronousTestCase):
         d = h.dial()
         self.successResultOf(h.socket.disconnect())
         self.failureResultOf(d, errors.BadConnectionError)
-        self.assertTrue(h.reactor.connectors[0]._disconnected)
+        self.assertTrue(h.dial_abandoned())
         self.assertEqual(h.events_named("connectAbort"), [(1000, None)])
 
     def test_disconnect_during_handshake(self):
@@ -1251,15 +1307,15 @@ class ReconnectTests(unittest.SynchronousTestCase):
         h.reactor.advance(0.1)
         self.assertEqual(len(h.reactor.tcpClients), 2)
         # The attempt fails: the next delay doubles, then reaches max_delay.
-        h.factory.clientConnectionFailed(None, Failure(ierror.ConnectionRefusedError()))
+        h.refuse()
         h.reactor.advance(1.9)
         self.assertEqual(len(h.reactor.tcpClients), 2)
         h.reactor.advance(0.1)
         self.assertEqual(len(h.reactor.tcpClients), 3)
-        h.factory.clientConnectionFailed(None, Failure(ierror.ConnectionRefusedError()))
+        h.refuse()
         h.reactor.advance(4)
         self.assertEqual(len(h.reactor.tcpClients), 4)
-        h.factory.clientConnectionFailed(None, Failure(ierror.ConnectionRefusedError()))
+        h.refuse()
         h.reactor.advance(5)
         self.assertEqual(len(h.reactor.tcpClients), 5)
 
@@ -1319,7 +1375,7 @@ class ReconnectTests(unittest.SynchronousTestCase):
     def test_connect_waits_through_retries(self):
         h = Harness(auto_reconnect=True, reconnect_options={"initial_delay": 1, "randomness": 0})
         d = h.dial()
-        h.factory.clientConnectionFailed(None, Failure(ierror.ConnectionRefusedError()))
+        h.refuse()
         self.assertNoResult(d)
         h.reactor.advance(1)
         h.open()
@@ -1340,15 +1396,23 @@ class ConnectFunctionTests(unittest.SynchronousTestCase):
     """The module-level connect()."""
 
     def test_connect(self):
-        reactor = MemoryReactorClock()
-        d = connect(URL, reactor=reactor, protocol_version=1, ack_timeout=3)
-        factory = reactor.tcpClients[0][2]
-        socket = factory.client
+        """connect() passes the options on, and fires with the socket."""
+        server = RawServer(Clock())
+        network = MemoryNetwork(server)
+        d = connect(URL, reactor=network.reactor, protocol_version=1, ack_timeout=3,
+                    auto_reconnect=False)
+        network.flush()
+        [peer] = server.protocols
+        self.assertEqual(peer.messages, ['{"event":"#handshake","data":{"authToken":null},"cid":1}'])
+        # protocol_version=1: the client answers '#1' with '#2'.
+        peer.send("#1")
+        network.flush()
+        self.assertEqual(peer.messages[1:], ["#2"])
+        peer.send(b'{"rid":1,"data":{"id":"x","pingTimeout":20000,"isAuthenticated":false}}', binary=False)
+        network.flush()
+        socket = self.successResultOf(d)
+        self.assertIsInstance(socket, SCClientSocket)
         self.assertEqual((socket.protocol_version, socket.ack_timeout), (1, 3))
-        wire = FakeWire()
-        socket._ws_opened(factory, wire)
-        socket._ws_message(wire, b'{"rid":1,"data":{"id":"x","pingTimeout":20000,"isAuthenticated":false}}', False)
-        self.assertIs(self.successResultOf(d), socket)
 
 
 # -- the autobahn adapter over a StringTransport -----------------------------
@@ -1400,6 +1464,7 @@ class AdapterTests(unittest.SynchronousTestCase):
     """The real autobahn protocol, over a StringTransport."""
 
     def open(self, **options):
+        options.setdefault("auto_reconnect", False)
         self.reactor = MemoryReactorClock()
         self.socket = SCClientSocket(URL, reactor=self.reactor, **options)
         self.events = []
@@ -1524,28 +1589,138 @@ def self_signed():
     return key_pem, cert.public_bytes(serialization.Encoding.PEM)
 
 
-class LoopbackTests(unittest.TestCase):
-    """The client against a fake SocketCluster server on 127.0.0.1."""
+class MemoryServerTests(unittest.SynchronousTestCase):
+    """
+    The client against a real L{scserver.SCServer} in memory, over TCP and
+    TLS (the same TLS layer as a real C{connectSSL}: certificates are
+    checked), through a L{MemoryNetwork}.
+    """
 
-    def listen(self, context=None):
+    def make_network(self, tls=False):
+        server = make_server()
+        self.server_closes = []
+
+        def on_connection(socket, status):
+            socket.on("echo", lambda data, respond: respond(None, data))
+            socket.on("bye", lambda data, respond: socket.disconnect(4321, "custom reason"))
+            socket.on("close", lambda code, reason: self.server_closes.append((code, reason)))
+
+        server.on("connection", on_connection)
+        options = None
+        if tls:
+            from twisted.internet import ssl
+
+            key_pem, cert_pem = self_signed()
+            self.cert_pem = cert_pem
+            options = ssl.PrivateCertificate.loadPEM(key_pem + cert_pem).options()
+        self.network = MemoryNetwork(server, tls=options)
+        return self.network
+
+    def roundtrip(self, url, **options):
+        network = self.network
+        d = connect(url, reactor=network.reactor, auto_reconnect=False, **options)
+        network.flush()
+        socket = self.successResultOf(d)
+        self.assertEqual(socket.state, "open")
+        self.assertIn(socket.id, network.server.clients)
+        reply = socket.invoke("echo", {"hello": ["world", 1]})
+        network.flush()
+        self.assertEqual(self.successResultOf(reply), {"hello": ["world", 1]})
+        closed = socket.disconnect()
+        network.flush()
+        self.successResultOf(closed)
+        self.assertEqual(socket.state, "closed")
+        self.assertEqual(self.server_closes, [(1000, None)])
+        self.assertEqual(network.reactor.getDelayedCalls(), [])
+
+    def test_ws(self):
+        self.make_network()
+        self.roundtrip("ws://127.0.0.1:8000/socketcluster/")
+        self.assertEqual(len(self.network.reactor.tcpClients), 1)
+
+    def test_wss(self):
+        from twisted.internet import ssl
+
+        self.make_network(tls=True)
+        self.roundtrip("wss://localhost:8443/socketcluster/", ssl_context_factory=ssl.optionsForClientTLS(
+            "localhost", trustRoot=ssl.Certificate.loadPEM(self.cert_pem)))
+        [connection] = self.network.connections
+        self.assertTrue(connection.tls)
+        self.assertEqual(self.network.reactor.tcpClients, [])
+
+    def test_wss_without_verification(self):
+        from twisted.internet import ssl
+
+        self.make_network(tls=True)
+        self.roundtrip("wss://127.0.0.1:8443/socketcluster/",
+                       ssl_context_factory=ssl.CertificateOptions())
+
+    def test_wss_untrusted(self):
+        """The default TLS options check the certificate: a self-signed one fails."""
+        network = self.make_network(tls=True)
+        d = connect("wss://localhost:8443/socketcluster/", reactor=network.reactor,
+                    auto_reconnect=False)
+        network.flush()
+        failure = self.failureResultOf(d, errors.BadConnectionError)
+        self.assertEqual(failure.value.code, 1006)
+        self.assertEqual(network.server.clients, {})
+        self.flushLoggedErrors()
+
+    def test_server_close_reason(self):
+        network = self.make_network()
+        d = connect("ws://127.0.0.1:8000/socketcluster/", reactor=network.reactor,
+                    auto_reconnect=False)
+        network.flush()
+        socket = self.successResultOf(d)
+        closes = []
+        socket.on("close", lambda code, reason: closes.append((code, reason)))
+        socket.emit("bye")
+        network.flush()
+        self.assertEqual(closes, [(4321, "custom reason")])
+        self.assertEqual(self.server_closes, [(4321, "custom reason")])
+        self.assertTrue(network.connections[0].closed)
+
+    def test_refused(self):
+        """Nothing listens (the server was closed): 1006."""
+        network = self.make_network()
+        self.successResultOf(network.server.close())
+        d = connect("ws://127.0.0.1:8000/socketcluster/", reactor=network.reactor,
+                    auto_reconnect=False)
+        network.flush()
+        failure = self.failureResultOf(d, errors.BadConnectionError)
+        self.assertEqual(failure.value.code, 1006)
+        self.assertEqual(network.connections, [])
+
+
+class LoopbackTests(unittest.TestCase):
+    """
+    One real socket: C{wss://} through the global reactor's C{connectSSL},
+    to a tiny fake SocketCluster server on 127.0.0.1.  The rest runs in
+    memory (L{MemoryServerTests}); this one checks that what the client
+    gives the real reactor (the context, the timeout) makes a verified TLS
+    connection there too.
+    """
+
+    def listen(self, context):
         from twisted.internet import reactor
 
         self.server = WebSocketServerFactory(reactor=reactor)
         self.server.protocol = FakeServerProtocol
         self.server.protocols = []
         self.server.setProtocolOptions(openHandshakeTimeout=0, closeHandshakeTimeout=0)
-        if context is None:
-            port = reactor.listenTCP(0, self.server, interface="127.0.0.1")
-        else:
-            port = reactor.listenSSL(0, self.server, context, interface="127.0.0.1")
+        port = reactor.listenSSL(0, self.server, context, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         return port.getHost().port
 
     @defer.inlineCallbacks
-    def roundtrip(self, url, **options):
-        from twisted.internet import reactor
+    def test_wss(self):
+        from twisted.internet import reactor, ssl
 
-        socket = yield connect(url, reactor=reactor, **options)
+        key_pem, cert_pem = self_signed()
+        port = self.listen(ssl.PrivateCertificate.loadPEM(key_pem + cert_pem).options())
+        client_context = ssl.optionsForClientTLS("localhost", trustRoot=ssl.Certificate.loadPEM(cert_pem))
+        socket = yield connect("wss://localhost:{}/socketcluster/".format(port), reactor=reactor,
+                               ssl_context_factory=client_context, auto_reconnect=False)
         self.assertEqual((socket.state, socket.id), ("open", "fake-id"))
         reply = yield socket.invoke("echo", {"hello": ["world", 1]})
         self.assertEqual(reply, {"hello": ["world", 1]})
@@ -1553,56 +1728,3 @@ class LoopbackTests(unittest.TestCase):
         self.assertEqual(socket.state, "closed")
         code, _reason = yield self.server.protocols[0].closed
         self.assertEqual(code, 1000)
-
-    def test_ws(self):
-        port = self.listen()
-        return self.roundtrip("ws://127.0.0.1:{}/socketcluster/".format(port))
-
-    def test_wss(self):
-        from twisted.internet import ssl
-
-        key_pem, cert_pem = self_signed()
-        server_context = ssl.PrivateCertificate.loadPEM(key_pem + cert_pem).options()
-        port = self.listen(server_context)
-        client_context = ssl.optionsForClientTLS("localhost", trustRoot=ssl.Certificate.loadPEM(cert_pem))
-        return self.roundtrip("wss://localhost:{}/socketcluster/".format(port),
-                              ssl_context_factory=client_context)
-
-    def test_wss_without_verification(self):
-        from twisted.internet import ssl
-
-        key_pem, cert_pem = self_signed()
-        port = self.listen(ssl.PrivateCertificate.loadPEM(key_pem + cert_pem).options())
-        return self.roundtrip("wss://127.0.0.1:{}/socketcluster/".format(port),
-                              ssl_context_factory=ssl.CertificateOptions())
-
-    @defer.inlineCallbacks
-    def test_wss_untrusted(self):
-        from twisted.internet import reactor, ssl
-
-        key_pem, cert_pem = self_signed()
-        port = self.listen(ssl.PrivateCertificate.loadPEM(key_pem + cert_pem).options())
-        d = connect("wss://localhost:{}/socketcluster/".format(port), reactor=reactor)
-        yield self.assertFailure(d, errors.BadConnectionError)
-        self.flushLoggedErrors()
-
-    @defer.inlineCallbacks
-    def test_server_close_reason(self):
-        from twisted.internet import reactor
-
-        port = self.listen()
-        socket = yield connect("ws://127.0.0.1:{}/socketcluster/".format(port), reactor=reactor)
-        closed = defer.Deferred()
-        socket.on("close", lambda code, reason: closed.callback((code, reason)))
-        socket.emit("bye")
-        result = yield closed
-        self.assertEqual(result, (4321, "custom reason"))
-        yield self.server.protocols[0].closed
-
-    @defer.inlineCallbacks
-    def test_refused(self):
-        from twisted.internet import reactor
-
-        d = connect("ws://127.0.0.1:1/socketcluster/", reactor=reactor)
-        failure = yield self.assertFailure(d, errors.BadConnectionError)
-        self.assertEqual(failure.code, 1006)

@@ -12,6 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from scserver import errors
 from scserver._engine import (
+    CLIENT,
     CLOSED,
     CONNECTING,
     OPEN,
@@ -1079,3 +1080,171 @@ class BatchTests(EngineTestCase):
         self.assertEqual(self.rec.take(), [
             '[{"rid":2}]', '{"event":"#disconnect","data":{"code":1000}}'])
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class ClientRoleTests(EngineTestCase):
+    """
+    The same engine in the client role: it answers pings, closes with 4000
+    when they stop, announces a close in the client's dialect, echoes a
+    server's C{#disconnect}, and shares everything else with the server.
+    """
+
+    def make_client(self, version=2, **options):
+        options.setdefault("ping_timeout", 20.0)
+        options.setdefault("ack_timeout", 10.0)
+        self.clock = Clock()
+        self.rec = Recorder()
+        self.engine = ProtocolEngine(JSONCodec(), self.clock, self.rec, self.rec,
+                                     role=CLIENT, protocol_version=version, **options)
+        return self.engine
+
+    def handshake(self, ping_timeout=None):
+        replies = []
+        self.engine.emit("#handshake", {"authToken": None}, lambda e, d: replies.append((e, d)))
+        self.assertEqual(self.rec.take(),
+                         ['{"event":"#handshake","data":{"authToken":null},"cid":1}'])
+        self.engine.receive('{"rid":1,"data":{"id":"x","pingTimeout":20000}}')
+        self.engine.handshake_done(ping_timeout=ping_timeout)
+        self.assertEqual(replies, [(None, {"id": "x", "pingTimeout": 20000})])
+        self.assertEqual(self.engine.state, OPEN)
+
+    def test_client_needs_a_version(self):
+        """A client engine speaks 1 or 2; 'auto' is for servers."""
+        self.assertRaises(ValueError, self.make_client, "auto")
+        self.assertRaises(ValueError, ProtocolEngine, JSONCodec(), Clock(), Recorder(),
+                          Recorder(), role="peer")
+
+    def test_no_timers_but_the_ping_timeout(self):
+        """A client neither pings nor waits for #handshake: only the ping timeout runs."""
+        self.make_client()
+        self.assertEqual([c.getTime() for c in self.clock.getDelayedCalls()], [20.0])
+        self.engine.receive('{"event":"#handshake","cid":5}')
+        self.assertEqual(self.rec.calls, [("event", "#handshake", None, 5)])
+
+    def test_answers_v2_pings(self):
+        """v2: an empty ping gets an empty pong and resets the ping timeout."""
+        self.make_client(2)
+        self.handshake()
+        self.clock.advance(15)
+        self.engine.receive("")
+        self.assertEqual(self.rec.take(), [""])
+        self.clock.advance(15)
+        self.assertEqual(self.engine.state, OPEN)
+        self.engine.receive("#1")
+        self.assertEqual(self.rec.take(), [])
+        self.assertEqual(self.rec.calls[-1], ("raw", "#1"))
+
+    def test_answers_v1_pings(self):
+        """v1: C{#1} gets C{#2} through the codec; an empty frame is raw."""
+        self.make_client(1)
+        self.handshake()
+        self.engine.receive("#1")
+        self.assertEqual(self.rec.take(), ["#2"])
+        self.engine.receive("")
+        self.assertEqual(self.rec.take(), [])
+        self.assertEqual(self.rec.calls[-1], ("raw", ""))
+
+    def test_ping_timeout_closes_4000(self):
+        """No ping for C{ping_timeout}: close 4000, no reason, no #disconnect."""
+        self.make_client(1)
+        self.handshake(ping_timeout=5.0)
+        self.clock.advance(5)
+        self.assertEqual(self.rec.closes, [(4000, "")])
+        self.assertEqual(self.rec.take(), [])
+        self.assertEqual(self.rec.calls[-1], ("closed", 4000, None, True))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_handshake_done_sets_the_servers_ping_timeout(self):
+        """The server's pingTimeout replaces the initial one from the handshake on."""
+        self.make_client(2, ping_timeout=3.0)
+        self.clock.advance(2)
+        self.handshake(ping_timeout=30.0)
+        self.clock.advance(29)
+        self.assertEqual(self.engine.state, OPEN)
+        self.clock.advance(1)
+        self.assertEqual(self.engine.state, CLOSED)
+
+    def test_close_v1_announces(self):
+        """An open v1 client sends #disconnect, then the bare code."""
+        self.make_client(1)
+        self.handshake()
+        self.engine.close(4100, "bye")
+        self.assertEqual(self.rec.take(),
+                         ['{"event":"#disconnect","data":{"code":4100,"data":"bye"}}'])
+        self.assertEqual(self.rec.closes, [(4100, "")])
+
+    def test_close_v1_connecting_does_not_announce(self):
+        """A v1 client that is not open yet closes without #disconnect."""
+        self.make_client(1)
+        self.engine.close(4100, "bye")
+        self.assertEqual(self.rec.take(), [])
+        self.assertEqual(self.rec.closes, [(4100, "")])
+
+    def test_close_v2_reason_in_frame(self):
+        """A v2 client puts a string reason in the close frame; a failure puts none."""
+        self.make_client(2)
+        self.handshake()
+        self.engine.close(4100, "bye")
+        self.assertEqual(self.rec.take(), [])
+        self.assertEqual(self.rec.closes, [(4100, "bye")])
+        self.make_client(2)
+        self.engine.close(4003, "failed", notify_peer=False)
+        self.assertEqual(self.rec.closes, [(4003, "")])
+
+    def test_client_close_codes(self):
+        """A client's close frame carries 1000 or 3000-4999 only."""
+        for code, frame in ((1000, 1000), (1001, 1000), (1011, 1000), (3000, 3000),
+                            (4999, 4999), (5000, 1000)):
+            self.make_client(2)
+            self.engine.close(code, None)
+            self.assertEqual(self.rec.closes, [(frame, "")], code)
+
+    def test_server_disconnect_is_echoed_v1(self):
+        """A server's #disconnect: a v1 client echoes it, as socketcluster-client 14 does."""
+        self.make_client(1)
+        self.handshake()
+        self.engine.receive('{"event":"#disconnect","data":{"code":4321,"data":"why"}}')
+        self.assertEqual(self.rec.take(),
+                         ['{"event":"#disconnect","data":{"code":4321,"data":"why"}}'])
+        self.assertEqual(self.rec.closes, [(4321, "")])
+        self.assertEqual(self.rec.calls[-1], ("closed", 4321, "why", True))
+
+    def test_shared_cid_counter(self):
+        """A client socket's counter numbers the requests of all its engines."""
+        counter = iter(range(7, 100))
+        self.make_client(2, next_cid=lambda: next(counter))
+        self.engine.emit("a", 1, lambda e, d: None)
+        self.engine.emit("b", 1, lambda e, d: None, cid=42)
+        self.assertEqual(self.rec.take(), ['{"event":"a","data":1,"cid":7}',
+                                           '{"event":"b","data":1,"cid":42}'])
+
+    def test_no_timeout(self):
+        """C{timeout=None}: the request waits as long as the connection lives."""
+        self.make_client(2, ping_timeout_disabled=True)
+        results = []
+        self.engine.emit("#subscribe", {"channel": "x"}, lambda e, d: results.append(e),
+                         timeout=None)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.engine.connection_lost(1006, None)
+        self.assertIsInstance(results[0], errors.BadConnectionError)
+        self.assertEqual(results[0].type, "connectAbort")
+        self.assertEqual((results[0].code, results[0].reason), (1006, None))
+
+    def test_invoke(self):
+        """C{invoke}: a Deferred for the reply; cancelling it forgets the request."""
+        self.make_client(2)
+        self.handshake()
+        d = self.engine.invoke("echo", 1)
+        self.engine.receive('{"rid":2,"data":"one"}')
+        self.assertEqual(self.successResultOf(d), "one")
+        d = self.engine.invoke("echo", 2)
+        self.engine.receive('{"rid":3,"error":"plain"}')
+        failure = self.failureResultOf(d, errors.RemoteError)
+        self.assertEqual(failure.value.value, "plain")
+        d = self.engine.invoke("echo", 3)
+        d.cancel()
+        self.failureResultOf(d)
+        self.engine.receive('{"rid":4,"data":"late"}')
+        self.assertEqual([c.getTime() for c in self.clock.getDelayedCalls()], [20.0])
+        d = self.engine.invoke("echo", object())
+        self.failureResultOf(d, TypeError)
