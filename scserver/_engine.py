@@ -4,7 +4,7 @@ The SocketCluster wire protocol as a sans-I/O state machine, for both roles.
 One L{ProtocolEngine} is one WebSocket connection, seen from the server
 (L{SERVER}) or from the client (L{CLIENT}).  It is fed inbound payloads
 (L{ProtocolEngine.receive}) and driven by a clock (any C{IReactorTime}, a
-L{twisted.internet.task.Clock} in tests).  It knows nothing of sockets or
+C{twisted.internet.task.Clock} in tests).  It knows nothing of sockets or
 autobahn: it writes payloads and closes through an L{IEngineOutput} and
 reports what the peer did to an L{IEngineOwner}.  Every rule of the
 protocol is therefore written once and testable frame by frame:

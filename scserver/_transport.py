@@ -1,5 +1,6 @@
 """
-The autobahn/Twisted adapter: WebSocket framing and the HTTP upgrade.
+The autobahn/Twisted adapters of both roles: WebSocket framing, the HTTP
+upgrade, the connection's end.
 
 L{SCServerProtocol} is a thin adapter between autobahn's
 C{WebSocketServerProtocol} and L{scserver.socket.SCServerSocket}: it checks
@@ -8,14 +9,24 @@ make the socket (L{scserver.SCServer.accept}), feeds it every message
 (L{scserver.SCServerSocket.receive}) and the end of the connection
 (L{scserver.SCServerSocket.connection_lost}), and is the socket's output
 (L{scserver.socket.IServerSocketOutput}): it writes payloads and closes.
+
+L{SCClientProtocol} does the same for an L{scserver.client.SCClientSocket}:
+it tells the client socket when the WebSocket opened or closed, feeds every
+message to the engine the client socket made for the connection, and is
+that engine's output.
 """
 
 import fnmatch
 from urllib.parse import urlsplit
 
-from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.twisted.websocket import (
+    WebSocketClientFactory,
+    WebSocketClientProtocol,
+    WebSocketServerFactory,
+    WebSocketServerProtocol,
+)
 from autobahn.websocket.types import ConnectionDeny
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -23,7 +34,17 @@ from zope.interface import implementer
 from .errors import ServerProtocolError
 from .middleware import MIDDLEWARE_HANDSHAKE_WS, Request
 
-__all__ = ["UpgradeRequest", "SCServerProtocol", "SCServerFactory", "origin_allowed"]
+__all__ = [
+    "UpgradeRequest",
+    "SCServerProtocol",
+    "SCServerFactory",
+    "SCClientProtocol",
+    "SCClientFactory",
+    "origin_allowed",
+]
+
+_CLOSE_TIMEOUT = 2.0
+"""Seconds a closing client WebSocket may take before its TCP connection is dropped."""
 
 
 class UpgradeRequest:
@@ -316,3 +337,130 @@ class SCServerFactory(WebSocketServerFactory):
 
             protocol_options["perMessageCompressionAccept"] = accept
         self.setProtocolOptions(**protocol_options)
+
+
+class SCClientProtocol(WebSocketClientProtocol):
+    """
+    The autobahn protocol of one connection attempt of an
+    L{scserver.client.SCClientSocket}: the output of the connection's engine
+    (an L{scserver._engine.IEngineOutput}), feeding it every message.
+    """
+
+    _log = Logger()
+    _sc_drop_call = None
+    _sc_closed = False
+    _sc_waiters = None
+    engine = None
+
+    def onOpen(self):
+        self.engine = self.factory.client.connection_opened(self.factory, self)
+
+    def onMessage(self, payload, isBinary):
+        engine = self.engine
+        if engine is None:
+            return
+        try:
+            engine.receive(payload if isBinary else payload.decode("utf-8"))
+        except Exception:
+            self._log.failure("Error while handling a message from {peer}", peer=self.peer)
+
+    def onCloseFrame(self, code, reasonRaw):
+        result = WebSocketClientProtocol.onCloseFrame(self, code, reasonRaw)
+        self._sc_arm_drop()
+        return result
+
+    def onClose(self, wasClean, code, reason):
+        if self._sc_drop_call is not None:
+            if self._sc_drop_call.active():
+                self._sc_drop_call.cancel()
+            self._sc_drop_call = None
+        if code is None:
+            code = 1005 if wasClean else 1006
+        self._sc_closed = True
+        self.factory.client.connection_closed(self.factory, self, code, reason or None)
+        waiters, self._sc_waiters = self._sc_waiters, None
+        for d in waiters or ():
+            d.callback(None)
+
+    def when_closed(self):
+        """Return a Deferred that fires once this connection is closed."""
+        if self._sc_closed:
+            return succeed(None)
+        if self._sc_waiters is None:
+            self._sc_waiters = []
+        d = Deferred()
+        self._sc_waiters.append(d)
+        return d
+
+    def _sc_arm_drop(self):
+        if self._sc_drop_call is None and self.state != self.STATE_CLOSED:
+            self._sc_drop_call = self.factory.reactor.callLater(
+                _CLOSE_TIMEOUT, self._sc_drop)
+
+    def _sc_drop(self):
+        self._sc_drop_call = None
+        self.dropConnection(abort=True)
+
+    def write(self, payload):
+        """Send C{payload}: C{str} as a text frame, C{bytes} as a binary one."""
+        if self.state != self.STATE_OPEN:
+            return
+        if isinstance(payload, str):
+            self.sendMessage(payload.encode("utf-8"), False)
+        else:
+            self.sendMessage(payload, True)
+
+    def close(self, code, reason):
+        """Start the closing handshake (or drop a connection not yet open)."""
+        if self.state == self.STATE_OPEN:
+            self.sendClose(code, reason or None)
+            self._sc_arm_drop()
+        elif self.state != self.STATE_CLOSED and self.state != self.STATE_CLOSING:
+            self.dropConnection(abort=True)
+
+
+class SCClientFactory(WebSocketClientFactory):
+    """The autobahn factory of one connection attempt of an L{scserver.client.SCClientSocket}."""
+
+    protocol = SCClientProtocol
+    noisy = False
+
+    def __init__(self, client, url, reactor, headers=None, per_message_deflate=False):
+        WebSocketClientFactory.__init__(self, url=url, reactor=reactor, headers=headers)
+        self.client = client
+        self.connector = None
+        # autobahn's own timers run on txaio's global loop; ours use the
+        # reactor we were given (see SCClientProtocol._sc_arm_drop).
+        options = dict(
+            openHandshakeTimeout=0,
+            closeHandshakeTimeout=0,
+            serverConnectionDropTimeout=0,
+            echoCloseCodeReason=True,
+        )
+        if per_message_deflate:
+            from autobahn.websocket.compress import (
+                PerMessageDeflateOffer,
+                PerMessageDeflateResponse,
+                PerMessageDeflateResponseAccept,
+            )
+
+            def accept(response):
+                if isinstance(response, PerMessageDeflateResponse):
+                    return PerMessageDeflateResponseAccept(response)
+
+            options.update(
+                perMessageCompressionOffers=[PerMessageDeflateOffer()],
+                perMessageCompressionAccept=accept,
+            )
+        self.setProtocolOptions(**options)
+
+    def cancel(self):
+        """Abandon this attempt: stop dialing or drop the connection."""
+        if self.connector is not None:
+            self.connector.disconnect()
+
+    def clientConnectionFailed(self, connector, reason):
+        self.client.connection_failed(self, reason)
+
+    def clientConnectionLost(self, connector, reason):
+        pass

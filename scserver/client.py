@@ -1,5 +1,5 @@
 """
-A Twisted SocketCluster client, on autobahn's WebSocket client.
+A Twisted SocketCluster client, on autobahn's WebSocket client::
 
     from scserver.client import connect
 
@@ -26,7 +26,8 @@ disconnect reason in the close frame; C{protocol_version=1} (socketcluster
 14 and older) answers C{#1} with C{#2} (through the codec) and sends a
 C{#disconnect} event before it closes.
 
-Automatic reconnection (C{auto_reconnect=True}) follows socketcluster-client:
+Automatic reconnection (C{auto_reconnect=True}, the default) follows
+socketcluster-client:
 codes 4000, 4001 and 1005 reconnect at once, 1000 and 4500+ never, others
 after an exponential backoff; channels are subscribed again and events
 emitted meanwhile are sent once the new handshake completes.  A
@@ -40,13 +41,13 @@ import binascii
 import json
 import random
 
-from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from autobahn.websocket.util import parse_url
 from twisted.internet import defer
 from twisted.logger import Logger
 
 from . import _engine
 from ._events import EventEmitter, Responder, call_handlers
+from ._transport import SCClientFactory
 from .errors import (
     BadConnectionError,
     InvalidActionError,
@@ -62,9 +63,6 @@ from .errors import (
 __all__ = ["connect", "SCClientSocket", "SCClientChannel", "decode_auth_token"]
 
 _log = Logger()
-
-_CLOSE_TIMEOUT = 2.0
-"""Seconds a closing WebSocket may take before its TCP connection is dropped."""
 
 _RECONNECT_DEFAULTS = {
     "initial_delay": 10.0,
@@ -107,8 +105,8 @@ def decode_auth_token(signed_token):
     The middle, base64url-encoded part is decoded as JSON, as
     socketcluster-client does to fill C{authToken}.
 
-    @param signed_token: the signed token (L{str}), or C{None}.
-    @return: the payload (usually a L{dict}), or C{None} when C{signed_token}
+    @param signed_token: the signed token (C{str}), or C{None}.
+    @return: the payload (usually a C{dict}), or C{None} when C{signed_token}
         is not a decodable JWT.
     """
     if not isinstance(signed_token, str):
@@ -258,140 +256,14 @@ class SCClientChannel:
                 d.errback(as_exception(error))
 
 
-class _SCClientProtocol(WebSocketClientProtocol):
-    """
-    The autobahn protocol of one connection attempt: the output of the
-    connection's engine (an L{scserver._engine.IEngineOutput}), feeding it
-    every message.
-    """
-
-    _sc_drop_call = None
-    _sc_closed = False
-    _sc_waiters = None
-    engine = None
-
-    def onOpen(self):
-        self.engine = self.factory.client._connection_opened(self.factory, self)
-
-    def onMessage(self, payload, isBinary):
-        engine = self.engine
-        if engine is None:
-            return
-        try:
-            engine.receive(payload if isBinary else payload.decode("utf-8"))
-        except Exception:
-            _log.failure("Error while handling a message from {peer}", peer=self.peer)
-
-    def onCloseFrame(self, code, reasonRaw):
-        result = WebSocketClientProtocol.onCloseFrame(self, code, reasonRaw)
-        self._sc_arm_drop()
-        return result
-
-    def onClose(self, wasClean, code, reason):
-        if self._sc_drop_call is not None:
-            if self._sc_drop_call.active():
-                self._sc_drop_call.cancel()
-            self._sc_drop_call = None
-        if code is None:
-            code = 1005 if wasClean else 1006
-        self._sc_closed = True
-        self.factory.client._connection_closed(self.factory, self, code, reason or None)
-        waiters, self._sc_waiters = self._sc_waiters, None
-        for d in waiters or ():
-            d.callback(None)
-
-    def when_closed(self):
-        """Return a Deferred that fires once this connection is closed."""
-        if self._sc_closed:
-            return defer.succeed(None)
-        if self._sc_waiters is None:
-            self._sc_waiters = []
-        d = defer.Deferred()
-        self._sc_waiters.append(d)
-        return d
-
-    def _sc_arm_drop(self):
-        if self._sc_drop_call is None and self.state != self.STATE_CLOSED:
-            self._sc_drop_call = self.factory.reactor.callLater(
-                _CLOSE_TIMEOUT, self._sc_drop)
-
-    def _sc_drop(self):
-        self._sc_drop_call = None
-        self.dropConnection(abort=True)
-
-    def write(self, payload):
-        """Send C{payload}: L{str} as a text frame, L{bytes} as a binary one."""
-        if self.state != self.STATE_OPEN:
-            return
-        if isinstance(payload, str):
-            self.sendMessage(payload.encode("utf-8"), False)
-        else:
-            self.sendMessage(payload, True)
-
-    def close(self, code, reason):
-        """Start the closing handshake (or drop a connection not yet open)."""
-        if self.state == self.STATE_OPEN:
-            self.sendClose(code, reason or None)
-            self._sc_arm_drop()
-        elif self.state != self.STATE_CLOSED and self.state != self.STATE_CLOSING:
-            self.dropConnection(abort=True)
-
-
-class _SCClientFactory(WebSocketClientFactory):
-    """The autobahn factory of one connection attempt of an L{SCClientSocket}."""
-
-    protocol = _SCClientProtocol
-    noisy = False
-
-    def __init__(self, client, url, reactor, headers=None, per_message_deflate=False):
-        WebSocketClientFactory.__init__(self, url=url, reactor=reactor, headers=headers)
-        self.client = client
-        self.connector = None
-        # autobahn's own timers run on txaio's global loop; ours use the
-        # reactor we were given (see _SCClientProtocol._sc_arm_drop).
-        options = dict(
-            openHandshakeTimeout=0,
-            closeHandshakeTimeout=0,
-            serverConnectionDropTimeout=0,
-            echoCloseCodeReason=True,
-        )
-        if per_message_deflate:
-            from autobahn.websocket.compress import (
-                PerMessageDeflateOffer,
-                PerMessageDeflateResponse,
-                PerMessageDeflateResponseAccept,
-            )
-
-            def accept(response):
-                if isinstance(response, PerMessageDeflateResponse):
-                    return PerMessageDeflateResponseAccept(response)
-
-            options.update(
-                perMessageCompressionOffers=[PerMessageDeflateOffer()],
-                perMessageCompressionAccept=accept,
-            )
-        self.setProtocolOptions(**options)
-
-    def cancel(self):
-        """Abandon this attempt: stop dialing or drop the connection."""
-        if self.connector is not None:
-            self.connector.disconnect()
-
-    def clientConnectionFailed(self, connector, reason):
-        self.client._connection_failed(self, reason)
-
-    def clientConnectionLost(self, connector, reason):
-        pass
-
-
 class SCClientSocket(EventEmitter):
     """
     A SocketCluster client socket.
 
-    Construct it, attach handlers with L{on}, then call L{connect}; or use the
+    Construct it, attach handlers with C{on}, then call L{connect}; or use the
     module's L{connect} function.
 
-    Events (L{on}/L{off}/L{once}) and their handler arguments:
+    Events (C{on}/C{off}/C{once}) and their handler arguments:
      - C{'connect'} (status: the handshake reply, a dict with C{id},
        C{pingTimeout}, C{isAuthenticated} and perhaps C{authError});
      - C{'connectAbort'} (code, reason): closed before the handshake completed;
@@ -586,7 +458,7 @@ class SCClientSocket(EventEmitter):
         self.state = self.CONNECTING
         self._handshake_error = None
         reactor = self.reactor
-        factory = _SCClientFactory(self, self.url, reactor, headers=self._headers,
+        factory = SCClientFactory(self, self.url, reactor, headers=self._headers,
                                    per_message_deflate=self._per_message_deflate)
         self._attempt = factory
         self._connect_call = reactor.callLater(self.connect_timeout, self._connect_timed_out)
@@ -630,15 +502,19 @@ class SCClientSocket(EventEmitter):
         initial = options["initial_delay"] + options["randomness"] * random.random()
         return min(initial * options["multiplier"] ** attempt, options["max_delay"])
 
-    # -- the connection's entry points ---------------------------------------
+    # -- the transport's seam --------------------------------------------------
 
-    def _connection_opened(self, attempt, protocol):
+    def connection_opened(self, attempt, protocol):
         """
-        The WebSocket of C{attempt} opened: make its engine and send the
-        handshake.
+        The WebSocket of C{attempt} opened (called by the transport): make
+        its engine and send the handshake.
 
-        @return: the engine, or C{None} for an attempt that was abandoned
-            (its connection is closed).
+        @param attempt: the factory of the connection attempt.
+        @param protocol: the connection (an
+            L{scserver._engine.IEngineOutput}).
+        @return: the engine to feed the connection's messages to, or
+            C{None} for an attempt that was abandoned (its connection is
+            closed).
         """
         if attempt is not self._attempt or self.state != self.CONNECTING:
             protocol.close(1000, "")
@@ -666,11 +542,16 @@ class SCClientSocket(EventEmitter):
         engine.emit("#handshake", {"authToken": self._stored_token}, on_reply)
         return engine
 
-    def _connection_failed(self, attempt, reason):
+    def connection_failed(self, attempt, reason):
+        """The TCP (or TLS) connection of C{attempt} failed (called by the transport)."""
         if attempt is self._attempt:
             self._closed(1006, reason.getErrorMessage(), False)
 
-    def _connection_closed(self, attempt, protocol, code, reason):
+    def connection_closed(self, attempt, protocol, code, reason):
+        """
+        The connection C{protocol} of C{attempt} closed with C{code} and
+        C{reason} (called by the transport).
+        """
         if protocol is self._protocol:
             self._engine.connection_lost(code, reason)
         elif self._protocol is None and attempt is self._attempt:
@@ -1017,8 +898,8 @@ class SCClientSocket(EventEmitter):
 
     def send(self, data):
         """
-        Send a raw message, bypassing the codec: L{str} as a text frame,
-        L{bytes} as a binary one.
+        Send a raw message, bypassing the codec: C{str} as a text frame,
+        C{bytes} as a binary one.
 
         @raise InvalidActionError: when there is no WebSocket connection.
         """

@@ -175,7 +175,7 @@ class SCServer(EventEmitter, Service):
     def emit(self, event, *args):
         """
         Fire the server event C{event} (C{'connection'}, C{'warning'}, ...)
-        with C{args}: every handler added with L{on} is called.
+        with C{args}: every handler added with C{on} is called.
 
         @return: whether any handler was called.
         """

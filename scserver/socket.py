@@ -310,8 +310,8 @@ class SCServerSocket(EventEmitter):
 
         The auth token's expiry is checked first: every event of the
         message (all of a batch) tells its middleware.  An unexpected error
-        while handling the message is logged, and closes the socket with
-        1011.
+        while handling the message is logged, and closes the socket (code
+        1011).
 
         @param payload: C{str} for a text frame, C{bytes} for a binary one.
         """
