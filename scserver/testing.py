@@ -274,13 +274,9 @@ class FakeConnection:
                 self._answer(item)
 
     def _answer(self, reply):
+        # This connection's own cids are integers (see next_cid).
         rid = reply["rid"]
-        if type(rid) is bool:
-            return
-        try:
-            d = self._invokes.pop(rid, None)
-        except TypeError:
-            return
+        d = self._invokes.pop(rid, None) if type(rid) is int else None
         if d is None:
             return
         error = reply.get("error")

@@ -1149,10 +1149,13 @@ class UnexpectedErrorTests(SocketTestCase):
     def test_handshake_failure_closes_1011(self):
         """An unexpected error in the handshake closes with 1011 (it was 4008)."""
         conn = self.connect()
-        conn.socket._trigger_auth_events = None
-        conn.socket.emit = None
-        self.server.on("connection", self.break_continuation("connection"))
-        self.server.emit = self.break_continuation("emit")
+        registry = conn.socket._registry
+
+        class Broken:
+            promote = self.break_continuation("promote")
+            remove = registry.remove
+
+        conn.socket._registry = Broken()
         conn.send({"event": "#handshake", "data": {}, "cid": 1})
         self.assertEqual(conn.closed, (1011, "Server error"))
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
