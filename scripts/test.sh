@@ -9,8 +9,11 @@
 #    extras;
 # 2. node and npm (installed from Debian with apt-get when missing and we
 #    are root), then `npm ci` for the interop helpers in tests/interop;
-# 3. the Sphinx docs, built with warnings as errors;
-# 4. the trial test suite.
+# 3. the Sphinx docs with the pydoctor API reference, built with warnings
+#    as errors;
+# 4. mypy (configured in setup.cfg);
+# 5. scripts/check_private.py: no module reads another's private names;
+# 6. the trial test suite.
 #
 # Exits non-zero if any step fails.  The last line is trial's summary in the
 # form "trial: N passed, N failed, N skipped".
@@ -104,10 +107,33 @@ fi
 status=0
 
 # --- Docs ----------------------------------------------------------------
-step "sphinx-build -W -b html docs docs/_build/html"
-docs="built (docs/_build/html)"
+# Sphinx runs pydoctor (pydoctor.sphinx_ext.build_apidocs, see docs/conf.py)
+# for the API reference in docs/_build/html/api/.  Every line pydoctor prints
+# becomes a Sphinx warning, so with -W a docstring that pydoctor warns about
+# fails this step as a Sphinx warning does.
+step "sphinx-build -W -b html docs docs/_build/html (with pydoctor)"
+docs="built (docs/_build/html, API reference in docs/_build/html/api)"
 if ! "$VENV/bin/sphinx-build" -q -W --keep-going -b html docs docs/_build/html; then
-    docs="FAILED (warnings are errors)"
+    docs="FAILED (Sphinx or pydoctor warnings; warnings are errors)"
+    status=1
+fi
+
+# --- Types ---------------------------------------------------------------
+# mypy with the configuration in setup.cfg ([mypy] sections): which files,
+# the mypy-zope plugin, and how strict each module is checked.
+step "mypy"
+types="passed"
+if ! "$VENV/bin/mypy"; then
+    types="FAILED (mypy errors)"
+    status=1
+fi
+
+# --- Module boundaries ---------------------------------------------------
+# No module of scserver/ reads another module's private (_underscore) names.
+step "scripts/check_private.py scserver"
+private="passed"
+if ! "$VENV/bin/python" scripts/check_private.py scserver; then
+    private="FAILED (a module reads another module's private names)"
     status=1
 fi
 
@@ -140,6 +166,8 @@ fi
 
 step "summary"
 echo "docs: $docs"
+echo "mypy: $types"
+echo "private names: $private"
 echo "trial: ${verdict:-no result (trial did not finish)}"
 echo "trial: $passed passed, $failed failed, $skipped skipped"
 exit "$status"

@@ -29,7 +29,7 @@ the close dialect; everything else is shared.
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
-from zope.interface import Attribute, Interface
+from zope.interface import Interface
 
 from .errors import (
     BadConnectionError,

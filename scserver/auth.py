@@ -35,6 +35,7 @@ import math
 import re
 import secrets
 import time
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, Union
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -56,6 +57,9 @@ from .errors import (
 )
 from .interfaces import IAuthEngine
 from .options import DEFAULTS
+
+if TYPE_CHECKING:
+    from typing import TypeGuard  # Python 3.10+; only for the type checker
 
 __all__ = [
     "HMAC_ALGORITHMS",
@@ -117,7 +121,7 @@ _EPOCH = datetime.datetime(1970, 1, 1)
 _log = Logger()
 
 
-def _is_number(value):
+def _is_number(value: object) -> "TypeGuard[float]":
     """Whether C{value} is a JSON number (a bool is not)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -130,7 +134,7 @@ def _is_finite_number(value):
 def _js_number(value):
     """
     Return C{value} as JavaScript would print it in JSON: a float with an
-    integral value becomes an L{int} (C{86400.0} → C{86400}).
+    integral value becomes an C{int} (C{86400.0} → C{86400}).
     """
     if isinstance(value, float) and value.is_integer():
         return int(value)
@@ -156,7 +160,7 @@ def _is_asymmetric_key(key):
 
 
 def _b64url_decode(segment):
-    """Decode one base64url segment (no padding); raise L{ValueError} if bad."""
+    """Decode one base64url segment (no padding); raise C{ValueError} if bad."""
     padded = segment + "=" * (-len(segment) % 4)
     try:
         return base64.urlsafe_b64decode(padded.encode("ascii"))
@@ -170,7 +174,7 @@ def _reject_constant(name):
 
 
 def _json_object(data):
-    """Parse UTF-8 JSON C{data}; return it if it is an object, else L{None}."""
+    """Parse UTF-8 JSON C{data}; return it if it is an object, else C{None}."""
     try:
         value = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
     except (ValueError, RecursionError):
@@ -185,7 +189,7 @@ def _decode_compact(signed_token):
     Split a compact JWS into its header and payload objects without checking
     the signature.
 
-    @return: C{(header, payload)}, or L{None} when the token does not decode
+    @return: C{(header, payload)}, or C{None} when the token does not decode
         (jsonwebtoken's "invalid token").
     """
     if not _COMPACT_JWS.match(signed_token):
@@ -201,7 +205,7 @@ def _decode_compact(signed_token):
     return header, payload
 
 
-def iso_date(seconds):
+def iso_date(seconds: float) -> Union[str, float]:
     """
     Format POSIX C{seconds} as JavaScript's C{new Date(seconds * 1000)
     .toISOString()} does, e.g. C{"2026-11-25T19:48:09.000Z"}.
@@ -220,16 +224,16 @@ def iso_date(seconds):
         when.microsecond // 1000)
 
 
-def is_token_expired(token, now):
+def is_token_expired(token: object, now: Union[float, Callable[[], float]]) -> bool:
     """
     Whether the auth token C{token} has expired, as SocketCluster checks it on
     inbound events and pongs.
 
-    @param token: the token's claims (a dict), or L{None}.
+    @param token: the token's claims (a dict), or C{None}.
     @param now: the current POSIX time in seconds, or a callable returning it
         (such as C{reactor.seconds}).
-    @return: L{True} when C{token} has a numeric C{exp} and C{now > exp};
-        L{False} otherwise (no token, no C{exp}, or a non-numeric C{exp}).
+    @return: C{True} when C{token} has a numeric C{exp} and C{now > exp};
+        C{False} otherwise (no token, no C{exp}, or a non-numeric C{exp}).
     """
     if not isinstance(token, dict):
         return False
@@ -241,14 +245,14 @@ def is_token_expired(token, now):
     return now > exp
 
 
-def unverified_claims(signed_token):
+def unverified_claims(signed_token: object) -> Optional[dict[str, Any]]:
     """
     Read the claims of a compact JWT B{without verifying it}.
 
     Meant for reading back the final claims (C{iat}, C{exp}, ...) of a token
     this process has just signed; never use it to trust a token from a peer.
 
-    @return: the payload dict, or L{None} when C{signed_token} is not a
+    @return: the payload dict, or C{None} when C{signed_token} is not a
         decodable JWT.
     """
     if not isinstance(signed_token, str) or len(signed_token) > MAX_TOKEN_LENGTH:
@@ -273,10 +277,12 @@ class JWTAuthEngine:
 
     log = Logger()
 
-    def __init__(self, now=None, max_token_length=MAX_TOKEN_LENGTH):
+    def __init__(
+        self, now: Optional[Callable[[], float]] = None, max_token_length: int = MAX_TOKEN_LENGTH
+    ) -> None:
         """
         @param now: a callable returning the current POSIX time in seconds
-            (C{reactor.seconds}, C{Clock().seconds}); L{time.time} by
+            (C{reactor.seconds}, C{Clock().seconds}); C{time.time} by
             default.
         @param max_token_length: see L{max_token_length}.
         """
@@ -288,7 +294,9 @@ class JWTAuthEngine:
         """The current time in whole seconds, as jsonwebtoken takes it."""
         return int(math.floor(self._now()))
 
-    def sign_token(self, payload, key, options=None):
+    def sign_token(
+        self, payload: Any, key: Any, options: Optional[Mapping[str, Any]] = None
+    ) -> str:
         """
         Sign C{payload} as a compact JWT.
 
@@ -303,13 +311,13 @@ class JWTAuthEngine:
         @param key: the signature key: an HMAC secret (str or bytes) or a
             PEM private key.
         @param options: a dict with C{algorithm} (default C{"HS256"}; never
-            C{"none"}), C{expires_in} (seconds or L{None}), C{not_before}
+            C{"none"}), C{expires_in} (seconds or C{None}), C{not_before}
             (seconds), C{audience} (str or list of str), C{issuer},
             C{subject}, C{jwtid}, C{keyid} (strings), C{headers} (extra
             header fields, a dict) and C{no_timestamp} (bool).  The
             jsonwebtoken spellings C{expiresIn}, C{notBefore},
             C{noTimestamp} and C{header} are accepted too.
-        @return: the signed token (L{str}).
+        @return: the signed token (C{str}).
         @raise InvalidArgumentsError: for a bad payload or option, an
             unknown option, or a claim option whose claim the payload
             already has (C{Bad "options.issuer" option. The payload already
@@ -405,7 +413,7 @@ class JWTAuthEngine:
             raise InvalidArgumentsError(
                 "Failed to sign the auth token: {}".format(e)) from e
 
-    def _sign_options(self, options):
+    def _sign_options(self, options: Optional[Mapping[str, Any]]) -> dict[str, Any]:
         """Normalise and check the option names given to L{sign_token}."""
         normal = {}
         for name, value in (options or {}).items():
@@ -415,7 +423,9 @@ class JWTAuthEngine:
             normal[name] = value
         return normal
 
-    def verify_token(self, signed_token, key, options=None):
+    def verify_token(
+        self, signed_token: Any, key: Any, options: Optional[Mapping[str, Any]] = None
+    ) -> dict[str, Any]:
         """
         Verify C{signed_token} and return its claims.
 
@@ -599,15 +609,16 @@ class AuthConfig:
     @ivar algorithm: the signing algorithm.
     @ivar verify_algorithms: the list of algorithms accepted on verification.
     @ivar default_expiry: seconds a token issued without C{expires_in} lives
-        (L{None}: no C{exp}).
+        (C{None}: no C{exp}).
     @ivar leeway: seconds of clock skew allowed on C{exp} and C{nbf}.
     @ivar random_key: whether the HMAC key was generated because none was
         configured.
     """
 
-    def __init__(self, signature_key, verification_key, algorithm="HS256",
-                 verify_algorithms=None, default_expiry=86400.0, leeway=0.0,
-                 random_key=False):
+    def __init__(self, signature_key: Any, verification_key: Any, algorithm: str = "HS256",
+                 verify_algorithms: Optional[Iterable[str]] = None,
+                 default_expiry: Optional[float] = 86400.0, leeway: float = 0.0,
+                 random_key: bool = False) -> None:
         """
         Store the settings as given (no checks; see L{from_options}).
         """
@@ -621,7 +632,9 @@ class AuthConfig:
         self.random_key = random_key
 
     @classmethod
-    def from_options(cls, options, log=None):
+    def from_options(
+        cls, options: Mapping[str, Any], log: Optional[Logger] = None
+    ) -> "AuthConfig":
         """
         Build and check the auth configuration from server options.
 
@@ -633,19 +646,19 @@ class AuthConfig:
               be given with them.
             - Without a key pair, C{auth_algorithm} must be HS256/384/512;
               C{auth_key} must be a non-empty secret that is not a PEM or
-              SSH key; when it is L{None} a random 32-byte hex key is made
+              SSH key; when it is C{None} a random 32-byte hex key is made
               and a warning is logged (such tokens neither survive a restart
               nor work across processes).
             - C{auth_verify_algorithms} (a list, or a comma/space separated
               string) defaults to C{[auth_algorithm]}; every entry must
               belong to the configured key's family, C{none} is refused, and
               it must include C{auth_algorithm}.
-            - C{auth_default_expiry} is positive seconds or L{None};
+            - C{auth_default_expiry} is positive seconds or C{None};
               C{auth_leeway} is non-negative seconds.
 
         @param options: a mapping of option names to values; missing names
             take the defaults of L{scserver.options.DEFAULTS}.
-        @param log: the L{Logger} for the random-key warning (a module
+        @param log: the C{Logger} for the random-key warning (a module
             logger by default).
         @return: an L{AuthConfig}.
         @raise InvalidOptionsError: when a rule above is broken.
@@ -747,12 +760,12 @@ class AuthConfig:
         return cls(signature_key, verification_key, algorithm, verify_algorithms,
                    default_expiry, leeway, random_key=random_key)
 
-    def sign_options(self, expires_in=None, **claims):
+    def sign_options(self, expires_in: Optional[float] = None, **claims: Any) -> dict[str, Any]:
         """
         The options for L{IAuthEngine.sign_token}.
 
         @param expires_in: seconds the token lives; L{default_expiry} when
-            L{None}.
+            C{None}.
         @param claims: further sign options (C{not_before}, C{audience},
             C{issuer}, C{subject}, C{jwtid}, C{keyid}, C{headers},
             C{no_timestamp}).
@@ -763,11 +776,11 @@ class AuthConfig:
         options["expires_in"] = self.default_expiry if expires_in is None else expires_in
         return options
 
-    def verify_options(self, socket=None):
+    def verify_options(self, socket: Any = None) -> dict[str, Any]:
         """
         The options for L{IAuthEngine.verify_token}.
 
-        @param socket: the socket the token came from, or L{None}.
+        @param socket: the socket the token came from, or C{None}.
         @return: a new dict with C{algorithms} (a copy of
             L{verify_algorithms}), C{leeway} and C{socket}.
         """

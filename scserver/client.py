@@ -834,7 +834,7 @@ class SCClientSocket(EventEmitter):
             else:
                 self._log.debug("Dropped {event!r}: the socket is closed", event=event)
             return None
-        cid = deadline = timer = None
+        cid = deadline = None
         if callback is not None:
             cid = self._next_cid()
             if timeout:

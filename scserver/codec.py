@@ -11,7 +11,7 @@ SocketCluster Node server and client:
       never goes through a codec);
     - every other packet is compact JSON text, as C{JSON.stringify} writes it:
       C{{"rid":2,"data":{"echoed":{"msg":"hi","n":1}}}};
-    - L{bytes}, L{bytearray} and L{memoryview} values anywhere in a packet are
+    - C{bytes}, C{bytearray} and C{memoryview} values anywhere in a packet are
       written as C{{"base64":true,"data":"AQID/w=="}} (standard base64 with
       padding).  Decoding does I{not} undo this: a handler receives the
       C{{"base64": True, "data": ...}} dict, as it does in Node;
@@ -34,7 +34,7 @@ field is written as MessagePack C{nil} (JavaScript's C{undefined} is written
 as C{nil} too), so C{{"rid": 4}} goes out as C{{"r": [4, nil, nil]}}.
 Decoding leaves out a field whose value is C{nil}: C{{"r": [4, nil, nil]}}
 becomes C{{"rid": 4}}, just as the JSON codec sees C{{"rid":4}}.  Binary
-values travel as MessagePack C{bin} and decode to L{bytes}.
+values travel as MessagePack C{bin} and decode to C{bytes}.
 """
 
 import binascii
@@ -43,6 +43,7 @@ import json
 import math
 import re
 import uuid
+from typing import Any, Optional, Union
 
 import msgpack
 from zope.interface import implementer
@@ -71,7 +72,7 @@ def _binary_to_base64(value):
     """
     Wrap a bytes-like value the way sc-formatter does.
 
-    @param value: L{bytes}, L{bytearray} or L{memoryview}.
+    @param value: C{bytes}, C{bytearray} or C{memoryview}.
     @return: C{{"base64": True, "data": <standard base64 with padding>}}.
     """
     return {
@@ -83,7 +84,7 @@ def _binary_to_base64(value):
 def _json_default(value):
     """
     The C{default} hook of the JSON encoders: wrap binary values, write an
-    L{enum.Enum} as its value and a L{uuid.UUID} as its canonical string (as
+    C{enum.Enum} as its value and a C{uuid.UUID} as its canonical string (as
     C{orjson} does natively), refuse everything else.
 
     @raise TypeError: C{value} is of another type.
@@ -108,8 +109,8 @@ def _js_number(value):
     exponent notation (C{1e+21}, C{1.5e-7}) outside it; NaN and the
     infinities are C{null}.
 
-    @type value: L{float}
-    @rtype: L{str}
+    @type value: C{float}
+    @rtype: C{str}
     """
     if math.isnan(value) or math.isinf(value):
         return "null"
@@ -157,7 +158,7 @@ _encode_string = json.encoder.encode_basestring
 
 def _key_text(key):
     """
-    Convert a dict key to the string JSON uses, as L{json} does.
+    Convert a dict key to the string JSON uses, as C{json} does.
 
     @raise TypeError: the key is not a str, int, float, bool or None.
     """
@@ -253,7 +254,7 @@ def _make_stdlib_fast_encoder():
     C{allow_nan} is off so that NaN and the infinities raise and are then
     written by L{_js_dumps}.
 
-    @return: a one-argument callable returning L{str}.
+    @return: a one-argument callable returning C{str}.
     """
     try:
         from json.encoder import c_make_encoder
@@ -402,11 +403,11 @@ class JSONCodec:
     codec): packets are compact JSON text, binary values become
     C{{"base64": true, "data": ...}}.
 
-    L{encode} returns L{str} (text frames).  It uses C{orjson} when that is
-    installed, and the stdlib L{json} otherwise; the output is the same.
+    L{encode} returns C{str} (text frames).  It uses C{orjson} when that is
+    installed, and the stdlib C{json} otherwise; the output is the same.
     """
 
-    def encode(self, obj):
+    def encode(self, obj: Any) -> str:
         """
         Encode a packet as C{JSON.stringify} would.
 
@@ -417,10 +418,10 @@ class JSONCodec:
         JavaScript's layout (C{1e-7}, C{1e+21}); NaN and the infinities
         become C{null}; lone surrogates are escaped (C{\\ud800}).  Lists and
         tuples are arrays; dict keys that are int, float, bool or None are
-        converted to strings as L{json} does.
+        converted to strings as C{json} does.
 
         @param obj: the packet: a dict, a list (a batch) or a ping string.
-        @rtype: L{str}
+        @rtype: C{str}
         @raise TypeError: C{obj} holds a value that cannot be serialised.
         @raise ValueError: C{obj} is circular or nested too deeply.
         """
@@ -431,20 +432,22 @@ class JSONCodec:
         except RecursionError as e:
             raise ValueError("Object nested too deeply to encode") from e
 
-    def decode(self, data):
+    def decode(
+        self, data: Optional[Union[str, bytes, bytearray, memoryview]]
+    ) -> Any:
         """
         Decode a payload as C{sc-formatter} does.
 
         Bytes-like input (a binary frame) is first read as UTF-8, invalid
         sequences replaced with U+FFFD.  C{'#1'} and C{'#2'} are returned
         unchanged; so is any text that does not start (after spaces, tabs
-        and line breaks) with C{{} or C{[}.  Otherwise the text is parsed as
+        and line breaks) with C{E{lb}} or C{[}.  Otherwise the text is parsed as
         JSON; if that fails (invalid JSON, C{NaN}/C{Infinity} constants,
         nesting too deep, integers beyond Python's digit limit) the text
         itself is returned.  Base64 wrappers are I{not} unwrapped.
 
-        @param data: L{str}, L{bytes}, L{bytearray} or L{memoryview};
-            L{None} gives L{None}.
+        @param data: C{str}, C{bytes}, C{bytearray} or C{memoryview};
+            C{None} gives C{None}.
         @return: the parsed JSON value, or the text.
         @raise TypeError: C{data} is of another type.  Never raises for
             text or bytes.
@@ -511,7 +514,7 @@ def _compress_event(out, key, entry):
 
 def _item(entry, index):
     """
-    C{entry[index]}, or L{None} past its end.
+    C{entry[index]}, or C{None} past its end.
     """
     return entry[index] if len(entry) > index else None
 
@@ -590,10 +593,10 @@ class MinBinCodec:
     frames, with the packet headers compressed into C{e}, C{p} and C{r}
     arrays (see the module docstring).
 
-    L{encode} returns L{bytes} (binary frames).
+    L{encode} returns C{bytes} (binary frames).
     """
 
-    def encode(self, obj):
+    def encode(self, obj: Any) -> bytes:
         """
         Compress and pack a packet.
 
@@ -605,7 +608,7 @@ class MinBinCodec:
         the 64-bit range as float64.  The input is not changed.
 
         @param obj: the packet.
-        @rtype: L{bytes}
+        @rtype: C{bytes}
         @raise TypeError: C{obj} holds a value MessagePack cannot carry.
         @raise ValueError: C{obj} holds an integer too large for a float or
             text that is not valid Unicode (a lone surrogate), or is nested
@@ -622,7 +625,7 @@ class MinBinCodec:
         except (OverflowError, RecursionError) as e:
             raise ValueError("Cannot encode as MessagePack: %s" % (e,)) from e
 
-    def decode(self, data):
+    def decode(self, data: Union[str, bytes, bytearray, memoryview]) -> Any:
         """
         Unpack a payload and expand its packet headers.
 
@@ -634,9 +637,9 @@ class MinBinCodec:
         is C{{"rid": 4}} and C{{"e": ["x", nil]}} is C{{"event": "x"}}.
         A list is expanded element by element; anything else (the ping
         strings C{'#1'} and C{'#2'}) is returned as it is.  MessagePack
-        bin values decode to L{bytes}.
+        bin values decode to C{bytes}.
 
-        @param data: L{bytes}, L{bytearray} or L{memoryview}; L{str} is
+        @param data: C{bytes}, C{bytearray} or C{memoryview}; C{str} is
             encoded as UTF-8 first.
         @raise InvalidMessageError: C{data} is not exactly one valid
             MessagePack value (truncated, trailing bytes, reserved type

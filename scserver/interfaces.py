@@ -2,10 +2,14 @@
 The zope interfaces of scserver's pluggable parts.
 
 A part that provides one of these can replace the default: a codec engine
-(``codec_engine`` option), an auth engine (``SCServer.set_auth_engine``), a
-broker (``broker`` option) and middleware functions.
+(C{codec_engine} option), an auth engine (L{SCServer.set_auth_engine
+<scserver.server.SCServer.set_auth_engine>}), a broker (C{broker} option)
+and middleware functions.
 """
 
+from typing import Any, Callable, Mapping, Optional, Union
+
+from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
 
 __all__ = ["ICodecEngine", "IMiddleware", "IAuthEngine", "IBroker"]
@@ -19,19 +23,19 @@ class ICodecEngine(Interface):
     that returns C{str} in text frames.
     """
 
-    def encode(obj):
+    def encode(obj: Any) -> Union[str, bytes]:
         """
         Encode a packet (a dict, list or the ping strings).
 
-        @return: L{str} or L{bytes}.
+        @return: C{str} or C{bytes}.
         @raise Exception: when C{obj} cannot be encoded.
         """
 
-    def decode(data):
+    def decode(data: Union[str, bytes]) -> Any:
         """
         Decode an inbound payload.
 
-        @param data: L{str} (text frame) or L{bytes} (binary frame).
+        @param data: C{str} (text frame) or C{bytes} (binary frame).
         @return: the decoded object; a payload that is not a packet may be
             returned as the string itself.
         @raise Exception: when the payload cannot be decoded at all.
@@ -43,7 +47,7 @@ class IMiddleware(Interface):
     A middleware function, registered with C{SCServer.add_middleware(type, fn)}.
     """
 
-    def __call__(req, next):
+    def __call__(req: Any, next: Callable[..., None]) -> Any:
         """
         Decide whether the action described by C{req} may go on.
 
@@ -60,7 +64,9 @@ class IAuthEngine(Interface):
     Both methods may return their result directly or as a Deferred.
     """
 
-    def sign_token(payload, key, options):
+    def sign_token(
+        payload: Mapping[str, Any], key: Any, options: Mapping[str, Any]
+    ) -> Union[str, "Deferred[str]"]:
         """
         Sign C{payload} (a dict) as a token.
 
@@ -68,10 +74,12 @@ class IAuthEngine(Interface):
         @param options: a dict with C{algorithm}, C{expires_in} (seconds or
             None) and any further claims options (C{not_before}, C{audience},
             C{issuer}, C{subject}, C{jwtid}, C{headers}).
-        @return: the signed token (L{str}) or a Deferred firing with it.
+        @return: the signed token (C{str}) or a Deferred firing with it.
         """
 
-    def verify_token(signed_token, key, options):
+    def verify_token(
+        signed_token: Any, key: Any, options: Mapping[str, Any]
+    ) -> Union[dict[str, Any], "Deferred[dict[str, Any]]"]:
         """
         Verify C{signed_token} and return its payload.
 
@@ -97,7 +105,7 @@ class IBroker(Interface):
     publication on a subscribed channel, in publication order.
     """
 
-    def start(deliver):
+    def start(deliver: Callable[[str, Any], object]) -> Optional["Deferred[Any]"]:
         """
         Start the broker.
 
@@ -105,20 +113,20 @@ class IBroker(Interface):
         @return: a Deferred that fires when the broker is ready.
         """
 
-    def subscribe(channel):
+    def subscribe(channel: str) -> Optional["Deferred[Any]"]:
         """Subscribe this process to C{channel}; returns a Deferred."""
 
-    def unsubscribe(channel):
+    def unsubscribe(channel: str) -> Optional["Deferred[Any]"]:
         """Unsubscribe this process from C{channel}; returns a Deferred."""
 
-    def publish(channel, data):
+    def publish(channel: str, data: Any) -> Optional["Deferred[Any]"]:
         """
         Publish C{data} on C{channel}.
 
         @return: a Deferred that fires once the broker accepted it.
         """
 
-    def stop():
+    def stop() -> Optional["Deferred[Any]"]:
         """Release the broker's connections; returns a Deferred."""
 
     subscriptions = Attribute("The set of channels this process is subscribed to.")

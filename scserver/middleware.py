@@ -19,6 +19,7 @@ previous one allowed the action; the first block ends the chain.
 """
 
 import inspect
+from typing import Any, Callable, Optional
 
 from twisted.internet.defer import Deferred, ensureDeferred
 
@@ -78,11 +79,11 @@ class Request:
     @ivar type: the middleware type.
     """
 
-    def __init__(self, type, **attributes):
+    def __init__(self, type: str, **attributes: Any) -> None:
         self.type = type
         self.__dict__.update(attributes)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         fields = ", ".join(
             "{}={!r}".format(k, v) for k, v in sorted(vars(self).items()) if k != "type")
         return "<Request {} {}>".format(self.type, fields)
@@ -101,12 +102,12 @@ class Blocked:
 
     __slots__ = ("error", "value", "silent")
 
-    def __init__(self, error, value=None, silent=False):
+    def __init__(self, error: Any, value: Any = None, silent: bool = False) -> None:
         self.error = error
         self.value = value
         self.silent = silent
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<Blocked {!r} value={!r} silent={}>".format(self.error, self.value, self.silent)
 
 
@@ -123,12 +124,12 @@ class MiddlewareChain:
         C{emit_warnings} is true) and for a C{next} called twice.
     """
 
-    def __init__(self, warn, emit_warnings=True):
+    def __init__(self, warn: Callable[[Any], object], emit_warnings: bool = True) -> None:
         self._warn = warn
         self.emit_warnings = emit_warnings
-        self._stacks = {}
+        self._stacks: dict[str, list[Callable[..., Any]]] = {}
 
-    def add(self, type, fn):
+    def add(self, type: str, fn: Callable[..., Any]) -> None:
         """
         Add C{fn} as a middleware of C{type}.
 
@@ -141,7 +142,7 @@ class MiddlewareChain:
             raise InvalidArgumentsError("Middleware must be callable")
         self._stacks.setdefault(type, []).append(fn)
 
-    def remove(self, type, fn):
+    def remove(self, type: str, fn: Callable[..., Any]) -> None:
         """Remove C{fn} from the middleware of C{type} (if it is there)."""
         if type not in MIDDLEWARE_TYPES:
             raise InvalidArgumentsError('Middleware type "{}" is not supported'.format(type))
@@ -151,11 +152,11 @@ class MiddlewareChain:
             if not stack:
                 del self._stacks[type]
 
-    def has(self, type):
+    def has(self, type: str) -> bool:
         """Return True when any middleware of C{type} is registered."""
         return type in self._stacks
 
-    def run(self, type, req):
+    def run(self, type: str, req: Request) -> Optional["Deferred[Optional[Blocked]]"]:
         """
         Run the middleware of C{type} on C{req}.
 

@@ -4,11 +4,29 @@ The options of L{scserver.SCServer}: names, defaults, validation.
 One table serves the server and the C{twistd scserver} plugin, so every
 option is also a command-line flag (C{ping_interval} → C{--ping-interval}).
 Durations are seconds.
+
+The C{codec_engine} and C{broker} options name objects; L{resolve_codec_engine}
+and L{resolve_broker} turn them into those objects, for the server and the
+C{twistd} plugin alike, so that both accept the same spellings.
 """
 
-from .errors import InvalidOptionsError
+import importlib
+import inspect
+from typing import Any, Callable, Mapping, Optional, Union, cast
 
-__all__ = ["Option", "OPTIONS", "DEFAULTS", "validate_options"]
+from .errors import InvalidOptionsError
+from .interfaces import IBroker, ICodecEngine
+
+__all__ = [
+    "Option",
+    "OPTIONS",
+    "DEFAULTS",
+    "validate_options",
+    "load_object",
+    "resolve_codec_engine",
+    "check_broker",
+    "resolve_broker",
+]
 
 
 class Option:
@@ -21,19 +39,19 @@ class Option:
     @ivar doc: one line of help.
     """
 
-    def __init__(self, name, default, parse, doc):
+    def __init__(self, name: str, default: Any, parse: Callable[[Any], Any], doc: str) -> None:
         self.name = name
         self.default = default
         self.parse = parse
         self.doc = doc
 
     @property
-    def flag(self):
+    def flag(self) -> str:
         """The command-line flag, e.g. C{ping-interval}."""
         return self.name.replace("_", "-")
 
 
-def _bool(text):
+def _bool(text: Any) -> bool:
     if isinstance(text, bool):
         return text
     value = str(text).strip().lower()
@@ -44,15 +62,15 @@ def _bool(text):
     raise ValueError("expected a boolean, got {!r}".format(text))
 
 
-def _optional(parse):
-    def parse_optional(text):
+def _optional(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def parse_optional(text: Any) -> Any:
         if text is None or (isinstance(text, str) and text.strip().lower() in ("", "none", "null")):
             return None
         return parse(text)
     return parse_optional
 
 
-def _protocol_version(text):
+def _protocol_version(text: Any) -> Union[int, str]:
     if str(text).strip().lower() == "auto":
         return "auto"
     value = int(text)
@@ -61,19 +79,19 @@ def _protocol_version(text):
     return value
 
 
-def _origins(text):
+def _origins(text: Any) -> list[str]:
     if isinstance(text, (list, tuple)):
         return list(text)
     return [part for part in str(text).replace(",", " ").split() if part]
 
 
-def _algorithms(text):
+def _algorithms(text: Any) -> Optional[Union[list[Any], tuple[Any, ...]]]:
     if text is None or isinstance(text, (list, tuple)):
         return text
     return [part for part in str(text).replace(",", " ").split() if part]
 
 
-def _text_or_file(text):
+def _text_or_file(text: Any) -> Any:
     """A PEM key given inline or as C{@path}."""
     if isinstance(text, str) and text.startswith("@"):
         with open(text[1:], "r") as handle:
@@ -109,8 +127,9 @@ OPTIONS = [
     Option("per_message_deflate", False, _bool, "negotiate permessage-deflate"),
     Option("pub_sub_batch_duration", None, _optional(float),
            "seconds to batch {batch: true} subscribe replies"),
-    Option("codec_engine", None, _optional(str), "codec: json, min-bin, or pkg.module:Class"),
-    Option("broker", None, _optional(str), "broker URL or pkg.module:factory (default: in-process)"),
+    Option("codec_engine", None, _optional(str),
+           "codec: json, min-bin (or minbin, msgpack), or pkg.module:Name"),
+    Option("broker", None, _optional(str), "broker: memory (in-process) or pkg.module:factory"),
     Option("middleware_emit_warnings", True, _bool, "emit 'warning' on middleware blocks"),
 ]
 """Every server option, in documentation order."""
@@ -123,7 +142,7 @@ _BY_NAME = {option.name: option for option in OPTIONS}
 _NUMBERS_POSITIVE = ("ack_timeout", "handshake_timeout", "ping_interval", "ping_timeout")
 
 
-def validate_options(options):
+def validate_options(options: Mapping[str, Any]) -> dict[str, Any]:
     """
     Merge C{options} over the defaults and check them.
 
@@ -168,3 +187,300 @@ def validate_options(options):
         raise InvalidOptionsError(
             "The auth_private_key and auth_public_key options must be given together")
     return merged
+
+
+# --------------------------------------------------------------------------
+# codec_engine and broker: the objects named by an option's value
+# --------------------------------------------------------------------------
+
+_CODEC_NAMES = {
+    "json": "json",
+    "min-bin": "min-bin",
+    "minbin": "min-bin",
+    "msgpack": "min-bin",
+}
+"""The codec names (lower case) and the codec each one means."""
+
+_BROKER_URL_SCHEMES = ("redis", "rediss", "unix")
+"""The URL schemes of the Redis broker."""
+
+_BROKER_METHODS = ("start", "subscribe", "unsubscribe", "publish", "stop")
+"""The methods of L{IBroker}, for brokers that do not declare it."""
+
+
+def load_object(spec: str, label: str) -> Any:
+    """
+    Import the object named by C{spec}, C{"pkg.module:name"}.
+
+    The name after the colon may be dotted (C{"pkg.module:App.setup"}).  The
+    module is looked up on C{sys.path} as it is.
+
+    @param spec: C{"pkg.module:name"}.
+    @param label: what C{spec} was given as (an option name or a
+        command-line flag), to start the error messages with.
+    @return: the object.
+    @raise InvalidOptionsError: with a one-line explanation when C{spec} has
+        no colon, the module cannot be imported or the name is missing.
+    """
+    moduleName, sep, attributes = spec.partition(":")
+    moduleName = moduleName.strip()
+    attributes = attributes.strip()
+    if not sep or not moduleName or not attributes:
+        raise InvalidOptionsError(
+            "{} expects pkg.module:name, got {!r}".format(label, spec))
+    try:
+        obj: Any = importlib.import_module(moduleName)
+    except ImportError as e:
+        missing = e.name
+        if missing is not None and (
+            moduleName == missing or moduleName.startswith(missing + ".")
+        ):
+            raise InvalidOptionsError(
+                "{} {}: no module named {!r}".format(label, spec, missing)) from e
+        raise InvalidOptionsError(
+            "{} {}: importing {!r} failed: {}".format(label, spec, moduleName, e)) from e
+    except Exception as e:
+        raise InvalidOptionsError(
+            "{} {}: importing {!r} raised {}: {}".format(
+                label, spec, moduleName, type(e).__name__, e)) from e
+    path = moduleName
+    for attribute in attributes.split("."):
+        try:
+            obj = getattr(obj, attribute)
+        except AttributeError:
+            raise InvalidOptionsError(
+                "{} {}: {!r} has no attribute {!r}".format(label, spec, path, attribute)
+            ) from None
+        path = path + "." + attribute
+    return obj
+
+
+def _is_codec_engine(obj: object) -> bool:
+    """
+    Is C{obj} a codec engine: an L{ICodecEngine} provider, or an instance
+    (not a class) with callable C{encode} and C{decode}?
+    """
+    if isinstance(obj, type):
+        return False
+    if ICodecEngine.providedBy(obj):
+        return True
+    return callable(getattr(obj, "encode", None)) and callable(getattr(obj, "decode", None))
+
+
+def resolve_codec_engine(value: object = None, label: str = "codec_engine") -> ICodecEngine:
+    """
+    Turn a value of the C{codec_engine} option into a codec engine.
+
+    The accepted values, in L{scserver.server.SCServer}, its
+    C{set_codec_engine} and C{twistd scserver --codec-engine} alike:
+
+        - C{None} or C{"json"}: a new L{scserver.codec.JSONCodec};
+        - C{"min-bin"} (also C{"minbin"} and C{"msgpack"}): a new
+          L{scserver.codec.MinBinCodec};
+        - C{"pkg.module:Name"}: C{Name} is imported; a codec engine instance
+          is used as it is, a class or another callable is called without
+          arguments to make one;
+        - an L{ICodecEngine} provider, or any object with C{encode} and
+          C{decode} methods: used as it is.
+
+    Names are case-insensitive and surrounding spaces are ignored.
+
+    @param value: the option's value.
+    @param label: what C{value} was given as, to start error messages
+        with (C{"--codec-engine"} on the command line).
+    @return: the codec engine.
+    @raise InvalidOptionsError: when C{value} names no codec engine.
+    """
+    if value is None:
+        value = "json"
+    if isinstance(value, str):
+        spec = value.strip()
+        codecName = _CODEC_NAMES.get(spec.lower())
+        if codecName == "json":
+            from .codec import JSONCodec
+
+            return JSONCodec()
+        if codecName == "min-bin":
+            from .codec import MinBinCodec
+
+            return MinBinCodec()
+        if ":" not in spec:
+            raise InvalidOptionsError(
+                "{} expects json, min-bin or pkg.module:Name, got {!r}".format(label, value))
+        obj = load_object(spec, label)
+        if _is_codec_engine(obj):
+            codec: ICodecEngine = obj
+            return codec
+        if not callable(obj):
+            raise InvalidOptionsError(
+                "{} {}: not a codec engine (no encode/decode methods)".format(label, spec))
+        try:
+            codec = obj()
+        except Exception as e:
+            raise InvalidOptionsError(
+                "{} {}: creating the codec raised {}: {}".format(
+                    label, spec, type(e).__name__, e)) from e
+        if not _is_codec_engine(codec):
+            raise InvalidOptionsError(
+                "{} {}: not a codec engine (it made a {} without encode/decode"
+                " methods)".format(label, spec, type(codec).__name__))
+        return codec
+    if isinstance(value, type):
+        raise InvalidOptionsError(
+            "{} takes a codec engine instance, not the class {}: pass {}() or the"
+            " string 'pkg.module:{}'".format(
+                label, value.__name__, value.__name__, value.__name__))
+    if _is_codec_engine(value):
+        return cast(ICodecEngine, value)
+    raise InvalidOptionsError(
+        "{} expects json, min-bin or pkg.module:Name, or an ICodecEngine provider"
+        " (with encode() and decode() methods), got a {}".format(label, type(value).__name__))
+
+
+def _is_broker(obj: object) -> bool:
+    """
+    Is C{obj} a broker: an L{IBroker} provider, or an instance (not a
+    class) with every method of L{IBroker}?
+    """
+    if isinstance(obj, type):
+        return False
+    if IBroker.providedBy(obj):
+        return True
+    return all(callable(getattr(obj, name, None)) for name in _BROKER_METHODS)
+
+
+def _redis_broker_class(label: str, url: str) -> Any:
+    """
+    The Redis broker class.
+
+    @param label: see L{resolve_broker}.
+    @param url: the broker URL, for the error message.
+    @raise InvalidOptionsError: it is not available in this version.
+    """
+    try:
+        module = importlib.import_module("scserver.brokers.redis")
+    except ImportError as e:
+        raise InvalidOptionsError(
+            "{} {}: The Redis broker is not available in this version".format(label, url)
+        ) from e
+    return module.RedisBroker
+
+
+def _parse_broker(value: object, label: str) -> tuple[str, Any]:
+    """
+    Check a value of the C{broker} option and say what it is.
+
+    @return: C{("memory", None)}, C{("url", url)}, C{("broker", broker)} or
+        C{("factory", callable)}.
+    @raise InvalidOptionsError: see L{resolve_broker}.
+    """
+    if value is None:
+        return ("memory", None)
+    if isinstance(value, str):
+        spec = value.strip()
+        if spec.lower() == "memory":
+            return ("memory", None)
+        if "://" in spec:
+            scheme = spec.partition("://")[0].lower()
+            if scheme not in _BROKER_URL_SCHEMES:
+                raise InvalidOptionsError(
+                    "{} {}: unknown broker URL scheme {!r} (expected redis://,"
+                    " rediss:// or unix://)".format(label, value, scheme))
+            _redis_broker_class(label, spec)
+            return ("url", spec)
+        if ":" not in spec:
+            raise InvalidOptionsError(
+                "{} expects memory, a URL (redis://host:port/db) or pkg.module:factory,"
+                " got {!r}".format(label, value))
+        obj = load_object(spec, label)
+        if _is_broker(obj):
+            return ("broker", obj)
+        if not callable(obj):
+            raise InvalidOptionsError(
+                "{} {}: neither an IBroker nor a factory of one (got a {} object)".format(
+                    label, spec, type(obj).__name__))
+        return ("factory", obj)
+    if isinstance(value, type):
+        raise InvalidOptionsError(
+            "{} takes a broker instance, not the class {}: pass an instance or the"
+            " string 'pkg.module:{}'".format(label, value.__name__, value.__name__))
+    if _is_broker(value):
+        return ("broker", value)
+    raise InvalidOptionsError(
+        "{} expects memory, a URL (redis://host:port/db), pkg.module:factory or an"
+        " IBroker provider, got a {} (missing {})".format(
+            label, type(value).__name__,
+            ", ".join(name for name in _BROKER_METHODS
+                      if not callable(getattr(value, name, None)))))
+
+
+def check_broker(value: object, label: str = "broker") -> None:
+    """
+    Check a value of the C{broker} option without making the broker.
+
+    For where the reactor is not known yet (C{twistd} parses its options
+    before it installs the reactor): when this passes, L{resolve_broker}
+    given the same value fails only if a broker factory fails.  A
+    C{"pkg.module:name"} is imported.
+
+    @raise InvalidOptionsError: as L{resolve_broker}.
+    """
+    _parse_broker(value, label)
+
+
+def resolve_broker(value: object, reactor: Any, label: str = "broker") -> IBroker:
+    """
+    Turn a value of the C{broker} option into a broker.
+
+    The accepted values, in L{scserver.server.SCServer} and C{twistd
+    scserver --broker} alike:
+
+        - C{None} or C{"memory"}: a new
+          L{scserver.brokers.memory.MemoryBroker} (in-process);
+        - a C{redis://}, C{rediss://} or C{unix://} URL: the Redis broker,
+          which is B{not available in this version} (an
+          L{InvalidOptionsError} says so);
+        - C{"pkg.module:name"}: C{name} is imported; an L{IBroker} provider
+          is used as it is, a class or another callable is called to make
+          one, with C{reactor=reactor} when it takes a C{reactor} argument
+          and without arguments otherwise;
+        - an L{IBroker} provider, or any object with its methods: used as it
+          is.
+
+    @param value: the option's value.
+    @param reactor: the reactor the server runs on.
+    @param label: what C{value} was given as, to start error messages
+        with (C{"--broker"} on the command line).
+    @return: the broker.
+    @raise InvalidOptionsError: when C{value} names no broker, or a factory
+        fails or makes something that is not a broker.
+    """
+    kind, obj = _parse_broker(value, label)
+    if kind == "memory":
+        from .brokers.memory import MemoryBroker
+
+        return MemoryBroker()  # type: ignore[no-untyped-call]  # (memory.py is untyped)
+    if kind == "url":
+        broker: IBroker = _redis_broker_class(label, obj).from_url(
+            obj, reactor=reactor)
+        return broker
+    if kind == "broker":
+        broker = obj
+        return broker
+    try:
+        parameters: Mapping[str, inspect.Parameter] = inspect.signature(obj).parameters
+    except (TypeError, ValueError):
+        parameters = {}
+    takesReactor = "reactor" in parameters or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    try:
+        broker = obj(reactor=reactor) if takesReactor else obj()
+    except Exception as e:
+        raise InvalidOptionsError(
+            "{} {}: creating the broker raised {}: {}".format(
+                label, str(value).strip(), type(e).__name__, e)) from e
+    if not _is_broker(broker):
+        raise InvalidOptionsError(
+            "{} {}: not a broker (it made a {}, which does not provide IBroker)".format(
+                label, str(value).strip(), type(broker).__name__))
+    return broker

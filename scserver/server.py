@@ -8,7 +8,7 @@ from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger
 
 from ._events import EventEmitter
-from .errors import InvalidActionError, InvalidArgumentsError, InvalidOptionsError
+from .errors import InvalidActionError, InvalidArgumentsError
 from .exchange import Exchange
 from .middleware import (
     MIDDLEWARE_AUTHENTICATE,

@@ -25,24 +25,31 @@ usage error, without a traceback.  The reactor and the server module are
 imported only by L{makeService}.
 """
 
-import importlib
 import inspect
 import os
 import sys
+from typing import Any, Callable, Optional, cast
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from . import options as _options
 from .errors import InvalidOptionsError
-from .interfaces import IBroker
-from .options import OPTIONS, validate_options
+from .options import (
+    OPTIONS,
+    Option,
+    check_broker,
+    resolve_broker,
+    resolve_codec_engine,
+    validate_options,
+)
 
 __all__ = [
     "DEFAULT_LISTEN",
@@ -50,26 +57,20 @@ __all__ = [
     "makeService",
     "build_service",
     "load_object",
-    "resolve_codec_engine",
 ]
 
 DEFAULT_LISTEN = "tcp:8000"
 """The endpoint listened on when no C{--listen} is given."""
 
-_CODEC_NAMES = {
-    "json": "JSONCodec",
-    "min-bin": "MinBinCodec",
-}
-
 _log = Logger()
 
 
-def _help(option):
+def _help(option: Option) -> str:
     """
     The C{--help} text of one server option.
 
     @param option: an L{scserver.options.Option}.
-    @return: L{str}.
+    @return: C{str}.
     """
     text = option.doc
     if isinstance(option.default, bool):
@@ -81,7 +82,7 @@ def _help(option):
     return text
 
 
-def load_object(spec, flag="--app"):
+def load_object(spec: str, flag: str = "--app") -> Any:
     """
     Import the object named by C{spec}, C{"pkg.module:name"}.
 
@@ -90,54 +91,32 @@ def load_object(spec, flag="--app"):
     beside the command line's working directory can be named, as with
     C{python -m}.
 
-    @param spec: L{str}, C{"pkg.module:name"}.
+    @param spec: C{str}, C{"pkg.module:name"}.
     @param flag: the command-line flag C{spec} came from, for messages.
     @return: the object.
     @raise usage.UsageError: with a one-line explanation when C{spec} has no
         colon, the module cannot be imported or the name is missing.
     """
-    moduleName, sep, attributes = spec.partition(":")
-    moduleName = moduleName.strip()
-    attributes = attributes.strip()
-    if not sep or not moduleName or not attributes:
-        raise usage.UsageError(
-            "{} expects pkg.module:name, got {!r}".format(flag, spec)
-        )
+    _add_cwd_to_path()
+    try:
+        return _options.load_object(spec, flag)
+    except InvalidOptionsError as e:
+        raise usage.UsageError(str(e)) from e
+
+
+def _add_cwd_to_path() -> None:
+    """
+    Append the current directory to C{sys.path} (unless it or C{""} is
+    there), as C{python -m} would have it, so that C{--app}, C{--codec-engine}
+    and C{--broker} can name a module beside the command line's working
+    directory.
+    """
     cwd = os.getcwd()
     if cwd not in sys.path and "" not in sys.path:
         sys.path.append(cwd)
-    try:
-        obj = importlib.import_module(moduleName)
-    except ImportError as e:
-        missing = e.name
-        if missing is not None and (
-            moduleName == missing or moduleName.startswith(missing + ".")
-        ):
-            raise usage.UsageError(
-                "{} {}: no module named {!r}".format(flag, spec, missing)
-            )
-        raise usage.UsageError(
-            "{} {}: importing {!r} failed: {}".format(flag, spec, moduleName, e)
-        )
-    except Exception as e:
-        raise usage.UsageError(
-            "{} {}: importing {!r} raised {}: {}".format(
-                flag, spec, moduleName, type(e).__name__, e
-            )
-        )
-    path = moduleName
-    for attribute in attributes.split("."):
-        try:
-            obj = getattr(obj, attribute)
-        except AttributeError:
-            raise usage.UsageError(
-                "{} {}: {!r} has no attribute {!r}".format(flag, spec, path, attribute)
-            )
-        path = path + "." + attribute
-    return obj
 
 
-def _load_callable(spec, flag):
+def _load_callable(spec: str, flag: str) -> Callable[..., Any]:
     """
     L{load_object}, checking that the object is callable.
 
@@ -150,122 +129,14 @@ def _load_callable(spec, flag):
                 flag, spec, spec.partition(":")[2].strip(), type(obj).__name__
             )
         )
-    return obj
+    return cast(Callable[..., Any], obj)
 
 
-def resolve_codec_engine(spec):
-    """
-    Turn the value of C{--codec-engine} into a codec engine instance.
-
-    @param spec: C{"json"}, C{"min-bin"}, or C{"pkg.module:Name"} where
-        C{Name} is a codec class (instantiated without arguments), a
-        callable returning a codec, or a codec instance.
-    @return: an object with C{encode} and C{decode} methods
-        (L{scserver.interfaces.ICodecEngine}).
-    @raise usage.UsageError: when C{spec} names no usable codec.
-    """
-    flag = "--codec-engine"
-    name = spec.strip()
-    if name.lower() in _CODEC_NAMES:
-        className = _CODEC_NAMES[name.lower()]
-        try:
-            codecModule = importlib.import_module("scserver.codec")
-            factory = getattr(codecModule, className)
-        except (ImportError, AttributeError) as e:
-            raise usage.UsageError(
-                "{} {}: scserver.codec.{} is unavailable: {}".format(flag, spec, className, e)
-            )
-    elif ":" in name:
-        factory = load_object(name, flag)
-    else:
-        raise usage.UsageError(
-            "{} expects json, min-bin or pkg.module:Name, got {!r}".format(flag, spec)
-        )
-    if isinstance(factory, type) or not _is_codec(factory):
-        if not callable(factory):
-            raise usage.UsageError(
-                "{} {}: not a codec engine (no encode/decode methods)".format(flag, spec)
-            )
-        try:
-            codec = factory()
-        except Exception as e:
-            raise usage.UsageError(
-                "{} {}: creating the codec raised {}: {}".format(flag, spec, type(e).__name__, e)
-            )
-    else:
-        codec = factory
-    if not _is_codec(codec):
-        raise usage.UsageError(
-            "{} {}: not a codec engine (no encode/decode methods)".format(flag, spec)
-        )
-    return codec
-
-
-def _is_codec(obj):
-    """
-    Does C{obj} look like an L{scserver.interfaces.ICodecEngine} instance?
-    """
-    return callable(getattr(obj, "encode", None)) and callable(getattr(obj, "decode", None))
-
-
-def _resolve_broker(spec):
-    """
-    Check the value of C{--broker}.
-
-    @param spec: C{"memory"} (the in-process broker, the default) or a
-        broker URL (anything with C{"://"}, such as
-        C{redis://127.0.0.1:6379/0}), passed to the server as it is; or
-        C{"pkg.module:name"} naming an L{IBroker} provider or a factory of
-        one (see L{_make_broker}).
-    @return: the URL string, or the imported object.
-    @raise usage.UsageError: when C{spec} is neither.
-    """
-    spec = spec.strip()
-    if "://" in spec or spec.lower() == "memory":
-        return spec
-    if ":" in spec:
-        obj = load_object(spec, "--broker")
-        if not IBroker.providedBy(obj) and not callable(obj):
-            raise usage.UsageError(
-                "--broker {}: neither an IBroker nor a factory of one".format(spec)
-            )
-        return obj
-    raise usage.UsageError(
-        "--broker expects memory, a URL (redis://host:port/db) or pkg.module:factory, got {!r}".format(spec)
-    )
-
-
-def _make_broker(broker, reactor):
-    """
-    Build the broker given to the server from the result of
-    L{_resolve_broker}.
-
-    A URL or an L{IBroker} provider is used as it is.  A factory is called,
-    with C{reactor=reactor} when its signature accepts a C{reactor}
-    argument, and without arguments otherwise.
-
-    @param broker: L{str}, an L{IBroker} provider, or a callable.
-    @param reactor: the reactor the server runs on.
-    """
-    if isinstance(broker, str) or IBroker.providedBy(broker):
-        return broker
-    try:
-        parameters = inspect.signature(broker).parameters
-    except (TypeError, ValueError):
-        parameters = {}
-    takesReactor = "reactor" in parameters or any(
-        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
-    )
-    if takesReactor:
-        return broker(reactor=reactor)
-    return broker()
-
-
-def _check_endpoint(description):
+def _check_endpoint(description: str) -> None:
     """
     Check an endpoint description without listening on it.
 
-    The description is parsed against a L{MemoryReactor}, which records
+    The description is parsed against a C{MemoryReactor}, which records
     but never binds, so that a typo is a usage error at start-up.
 
     @raise usage.UsageError: when twisted cannot parse C{description}.
@@ -283,10 +154,11 @@ class Options(usage.Options):
     The command-line options of C{twistd scserver}.
 
     After parsing: C{self["listen"]} is the list of endpoint descriptions,
-    C{self["app"]} the C{--app} spec or L{None}, C{self["setup"]} the
-    callable it names or L{None}, and C{self["server_options"]} a dict of
+    C{self["app"]} the C{--app} spec or C{None}, C{self["setup"]} the
+    callable it names or C{None}, and C{self["server_options"]} a dict of
     the server options that were given (parsed values; C{codec_engine} is
-    an instance, C{broker} a URL or an imported object).  Options that were
+    a codec engine instance, C{broker} the checked C{--broker} value, made
+    into a broker by L{build_service}).  Options that were
     not given are left to the server's defaults.
     """
 
@@ -306,19 +178,19 @@ class Options(usage.Options):
          "pkg.module:setup, a callable called with the server before it listens"],
     ] + [[option.flag, None, None, _help(option)] for option in OPTIONS]
 
-    def __init__(self):
+    def __init__(self) -> None:
         usage.Options.__init__(self)
         self["listen"] = []
         self["setup"] = None
         self["server_options"] = {}
 
-    def opt_listen(self, description):
+    def opt_listen(self, description: str) -> None:
         """
         A server endpoint to listen on (repeatable) [default: tcp:8000]
         """
         self["listen"].append(description)
 
-    def postOptions(self):
+    def postOptions(self) -> None:
         """
         Apply the C{--listen} default, parse and check every server option,
         and import the C{--app} callable and the codec.
@@ -351,14 +223,21 @@ class Options(usage.Options):
         except InvalidOptionsError as e:
             raise usage.UsageError("bad server option: {}".format(e))
 
-        if values.get("codec_engine") is not None:
-            values["codec_engine"] = resolve_codec_engine(values["codec_engine"])
-        else:
-            values.pop("codec_engine", None)
-        if values.get("broker") is not None:
-            values["broker"] = _resolve_broker(values["broker"])
-        else:
-            values.pop("broker", None)
+        # One resolver per option (scserver.options), shared with SCServer:
+        # the codec is made now; the broker is checked now and made by
+        # build_service, once the reactor is known.
+        codec = values.pop("codec_engine", None)
+        broker = values.pop("broker", None)
+        if codec is not None or broker is not None:
+            _add_cwd_to_path()
+        try:
+            if codec is not None:
+                values["codec_engine"] = resolve_codec_engine(codec, "--codec-engine")
+            if broker is not None:
+                check_broker(broker, "--broker")
+                values["broker"] = broker.strip()
+        except InvalidOptionsError as e:
+            raise usage.UsageError(str(e)) from e
         self["server_options"] = values
 
         if self["app"] is not None:
@@ -376,21 +255,21 @@ class _SetupGate:
 
     @ivar _done: whether the setup has finished.
     @ivar _failed: whether it failed.
-    @ivar _waiting: the L{Deferred}s of L{wait} not fired yet.
+    @ivar _waiting: the C{Deferred}s of L{wait} not fired yet.
     """
 
-    def __init__(self, setupDeferred, reactor):
+    def __init__(self, setupDeferred: Deferred[Any], reactor: Any) -> None:
         """
-        @param setupDeferred: a L{Deferred} firing when the setup finished.
+        @param setupDeferred: a C{Deferred} firing when the setup finished.
         @param reactor: the reactor to stop if the setup fails.
         """
         self._reactor = reactor
         self._done = False
         self._failed = False
-        self._waiting = []
+        self._waiting: list[Deferred[None]] = []
         setupDeferred.addBoth(self._finished)
 
-    def _finished(self, result):
+    def _finished(self, result: object) -> None:
         self._done = True
         if isinstance(result, Failure):
             self._failed = True
@@ -402,18 +281,18 @@ class _SetupGate:
             self._fire(d)
         return None
 
-    def _fire(self, d):
+    def _fire(self, d: Deferred[None]) -> None:
         if self._failed:
             d.cancel()
         else:
             d.callback(None)
 
-    def wait(self):
+    def wait(self) -> Deferred[None]:
         """
-        @return: a L{Deferred} firing with L{None} once the setup has
+        @return: a C{Deferred} firing with C{None} once the setup has
             succeeded, or cancelled if it failed.
         """
-        d = Deferred()
+        d: Deferred[None] = Deferred()
         if self._done:
             self._fire(d)
         else:
@@ -428,29 +307,27 @@ class _ListenAfter:
     has finished.
 
     @ivar _gate: the L{_SetupGate}.
-    @ivar _endpoint: the real L{IStreamServerEndpoint}.
+    @ivar _endpoint: the real C{IStreamServerEndpoint}.
     """
 
-    def __init__(self, gate, endpoint):
+    def __init__(self, gate: _SetupGate, endpoint: IStreamServerEndpoint) -> None:
         self._gate = gate
         self._endpoint = endpoint
 
-    def listen(self, factory):
+    def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
         """
         Listen on the real endpoint once the setup has succeeded.
 
-        @return: a L{Deferred} firing with the listening port; cancelled if
+        @return: a C{Deferred} firing with the listening port; cancelled if
             the setup failed or the service stopped first.
         """
-        d = self._gate.wait()
-        d.addCallback(lambda _: self._endpoint.listen(factory))
-        return d
+        return self._gate.wait().addCallback(lambda _: self._endpoint.listen(factory))
 
 
-def _setup_gate(result, reactor):
+def _setup_gate(result: object, reactor: Any) -> Optional[_SetupGate]:
     """
-    Make a L{_SetupGate} when C{setup(server)} returned a L{Deferred} or a
-    coroutine; return L{None} when it finished synchronously.
+    Make a L{_SetupGate} when C{setup(server)} returned a C{Deferred} or a
+    coroutine; return C{None} when it finished synchronously.
     """
     if inspect.iscoroutine(result):
         result = Deferred.fromCoroutine(result)
@@ -459,7 +336,9 @@ def _setup_gate(result, reactor):
     return _SetupGate(result, reactor)
 
 
-def build_service(config, reactor, server_factory):
+def build_service(
+    config: usage.Options, reactor: Any, server_factory: Callable[..., Any]
+) -> MultiService:
     """
     Build the C{twistd scserver} service from parsed options.
 
@@ -469,14 +348,14 @@ def build_service(config, reactor, server_factory):
         **server_options)} to make the server, normally
         L{scserver.server.SCServer}; it must return a service with a
         C{factory} attribute (the WebSocket factory to listen with).
-    @return: a L{MultiService} holding the server, named C{"scserver"}, and
-        one L{StreamServerEndpointService} per C{--listen} endpoint, which
+    @return: a C{MultiService} holding the server, named C{"scserver"}, and
+        one C{StreamServerEndpointService} per C{--listen} endpoint, which
         start listening when the service starts (after the C{--app} setup,
         if it returned a Deferred or a coroutine).
     """
     options = dict(config["server_options"])
     if "broker" in options:
-        options["broker"] = _make_broker(options["broker"], reactor)
+        options["broker"] = resolve_broker(options["broker"], reactor, "--broker")
     server = server_factory(reactor=reactor, **options)
     service = MultiService()
     if getattr(server, "name", None) is None:
@@ -496,7 +375,7 @@ def build_service(config, reactor, server_factory):
     return service
 
 
-def makeService(config):
+def makeService(config: usage.Options) -> MultiService:
     """
     The twistd entry point: build the service on the global reactor with
     L{scserver.server.SCServer}.

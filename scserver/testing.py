@@ -97,7 +97,7 @@ def make_server(clock=None, **options):
     """
     Create an L{scserver.SCServer} driven by a clock, for tests.
 
-    @param clock: a L{twisted.internet.task.Clock} (or any
+    @param clock: a C{twisted.internet.task.Clock} (or any
         C{IReactorTime}); a new C{Clock} when C{None}.  It becomes the
         server's reactor, so only use the server with L{FakeConnection}s
         (it cannot listen on real ports).
@@ -122,8 +122,8 @@ class RecordingOutput:
     C{write(payload)}, C{write_prepared(prepared)} and
     C{close(code, reason)}.
 
-    @ivar payloads: every payload written while open, in order: L{str} for
-        a text frame, L{bytes} for a binary frame.
+    @ivar payloads: every payload written while open, in order: C{str} for
+        a text frame, C{bytes} for a binary frame.
     @ivar close_args: C{None}, or C{(code, reason)} once the server closed
         the connection.
     @ivar late_payloads: payloads written after the close (a real transport
@@ -586,6 +586,19 @@ def _use_clock(factory, clock):
     factory._batched_timer = _ClockTimer(clock)
 
 
+def _follow_takeover(protocol, clock):
+    """
+    Put the timers of C{protocol}'s autobahn factory on C{clock} if they are
+    not yet: a protocol that took a connection over (autobahn's
+    C{WebSocketResource} in a twisted.web site) comes from a factory the
+    network never saw listen.
+    """
+    factory = getattr(protocol, "factory", None)
+    timer = getattr(factory, "_batched_timer", None)
+    if timer is not None and getattr(timer, "clock", None) is not clock:
+        _use_clock(factory, clock)
+
+
 @implementer(ITCPTransport, IConsumer, IPushProducer)
 class _MemoryTransport:
     """
@@ -595,9 +608,13 @@ class _MemoryTransport:
     protocol when it pumps.  C{loseConnection} closes once the buffer is
     delivered (the peer sees a clean close); C{abortConnection} discards it
     (the peer sees a connection lost).  Like a TCP transport, an end that is
-    closing reads nothing more.
+    closing reads nothing more, an end paused (C{pauseProducing()}) reads
+    nothing until resumed, and a streaming producer registered on an end is
+    paused while more than C{bufferSize} bytes it wrote wait for the other
+    end to read them, resumed once they are read.
     """
 
+    bufferSize = 65536
     disconnecting = False
     aborted = False
     lost = False
@@ -605,12 +622,14 @@ class _MemoryTransport:
     receiving = False
     producer = None
     streaming = None
+    _producer_paused = False
 
     def __init__(self, host, peer):
         self.protocol = None
         self.buffer = []
         self.host = host
         self.peer = peer
+        self._buffered = 0
 
     def __repr__(self):
         return "<memory transport {}:{} to {}:{}>".format(
@@ -624,6 +643,25 @@ class _MemoryTransport:
         if self.lost or self.aborted or not data:
             return
         self.buffer.append(data)
+        self._buffered += len(data)
+        if self._buffered > self.bufferSize and self.streaming and not self._producer_paused:
+            self._producer_paused = True
+            self.producer.pauseProducing()
+
+    def _take(self):
+        """
+        Empty the buffer: its bytes leave this end (the producer this paused
+        resumes).
+
+        @return: the bytes.
+        """
+        data = b"".join(self.buffer)
+        del self.buffer[:]
+        self._buffered = 0
+        if self._producer_paused:
+            self._producer_paused = False
+            self.producer.resumeProducing()
+        return data
 
     def writeSequence(self, data):
         self.write(b"".join(data))
@@ -636,6 +674,7 @@ class _MemoryTransport:
             self.disconnecting = True
             self.aborted = True
             del self.buffer[:]
+            self._buffered = 0
 
     def loseWriteConnection(self):
         self.loseConnection()
@@ -673,6 +712,7 @@ class _MemoryTransport:
     def unregisterProducer(self):
         self.producer = None
         self.streaming = None
+        self._producer_paused = False
 
     def pauseProducing(self):
         self.paused = True
@@ -692,12 +732,14 @@ class MemoryConnection:
     @ivar network: the L{MemoryNetwork}.
     @ivar connector: the C{IConnector} the client dialed with (what
         C{connectTCP} or C{connectSSL} of L{MemoryNetwork.reactor} returned).
-    @ivar client_protocol: the client's protocol (for C{wss://}, the one
-        inside the TLS layer): the autobahn C{WebSocketClientProtocol}.
-    @ivar server_protocol: the server's protocol (for TLS, the one inside
-        the TLS layer): an C{SCServerProtocol} of an L{scserver.SCServer},
-        or a L{RawServerProtocol}.
     @ivar tls: C{True} when the connection runs TLS.
+    @ivar client_transport: the client's end, an in-memory TCP transport
+        (below the TLS layer).  Like Twisted's TCP transports, it stops
+        reading while paused: C{client_transport.pauseProducing()} plays a
+        client that stops reading, and the server's end then pauses its
+        producer once more than C{bufferSize} (64 KiB) bytes wait,
+        resuming it when the client reads them (C{resumeProducing()}).
+    @ivar server_transport: the server's end, the same kind of transport.
     """
 
     def __init__(self, network, connector, client_outer, server_outer,
@@ -705,14 +747,34 @@ class MemoryConnection:
         self.network = network
         self.connector = connector
         self.tls = tls
-        self._client = client_transport
-        self._server = server_transport
+        self.client_transport = client_transport
+        self.server_transport = server_transport
         client_transport.protocol = client_outer
         server_transport.protocol = server_outer
-        self.client_protocol = getattr(client_outer, "wrappedProtocol", client_outer) \
-            if tls else client_outer
-        self.server_protocol = getattr(server_outer, "wrappedProtocol", server_outer) \
-            if tls else server_outer
+
+    def _inner(self, transport):
+        protocol = transport.protocol
+        return getattr(protocol, "wrappedProtocol", protocol) if self.tls else protocol
+
+    @property
+    def client_protocol(self):
+        """
+        The client's protocol (for C{wss://}, the one inside the TLS layer):
+        the autobahn C{WebSocketClientProtocol}.
+        """
+        return self._inner(self.client_transport)
+
+    @property
+    def server_protocol(self):
+        """
+        The server's protocol (for TLS, the one inside the TLS layer): an
+        C{SCServerProtocol} of an L{scserver.SCServer}, a
+        L{RawServerProtocol}, or whatever the listening factory built.  A
+        protocol that takes the connection over, as autobahn's
+        C{WebSocketResource} does in a twisted.web site, becomes the
+        server's protocol.
+        """
+        return self._inner(self.server_transport)
 
     def __repr__(self):
         return "<MemoryConnection {!r} to {!r}{}>".format(
@@ -721,11 +783,11 @@ class MemoryConnection:
     @property
     def closed(self):
         """C{True} once both ends lost the connection."""
-        return self._client.lost and self._server.lost
+        return self.client_transport.lost and self.server_transport.lost
 
     def _start(self):
-        self._server.protocol.makeConnection(self._server)
-        self._client.protocol.makeConnection(self._client)
+        self.server_transport.protocol.makeConnection(self.server_transport)
+        self.client_transport.protocol.makeConnection(self.client_transport)
 
     def _deliver(self, source, target):
         """Move the bytes C{source} wrote to C{target}'s protocol."""
@@ -733,17 +795,17 @@ class MemoryConnection:
             return False
         if target.disconnecting:
             # A closing TCP transport stops reading.
-            del source.buffer[:]
+            source._take()
             return True
         if target.paused:
             return False
-        data = b"".join(source.buffer)
-        del source.buffer[:]
+        data = source._take()
         target.receiving = True
         try:
             target.protocol.dataReceived(data)
         finally:
             target.receiving = False
+        _follow_takeover(self._inner(target), self.network.clock)
         return True
 
     def _pump(self):
@@ -751,26 +813,26 @@ class MemoryConnection:
         if self.closed:
             return False
         self.network._io_clock.advance(0)
-        for transport in (self._client, self._server):
+        for transport in (self.client_transport, self.server_transport):
             producer = transport.producer
             if producer is not None and not transport.streaming and not transport.buffer:
                 producer.resumeProducing()
-        moved = self._deliver(self._client, self._server)
-        moved = self._deliver(self._server, self._client) or moved
+        moved = self._deliver(self.client_transport, self.server_transport)
+        moved = self._deliver(self.server_transport, self.client_transport) or moved
         if moved:
             return True
-        if self._client.receiving or self._server.receiving:
+        if self.client_transport.receiving or self.server_transport.receiving:
             # A protocol is in dataReceived (the network is pumped from a
             # handler): never call connectionLost under its feet.
             return False
-        for transport in (self._client, self._server):
+        for transport in (self.client_transport, self.server_transport):
             if transport.disconnecting and not transport.buffer and not transport.lost:
                 self._close(transport)
                 return True
         return False
 
     def _close(self, initiator):
-        peer = self._server if initiator is self._client else self._client
+        peer = self.server_transport if initiator is self.client_transport else self.client_transport
         if initiator.aborted:
             reasons = (net_error.ConnectionAborted(), net_error.ConnectionLost())
         else:
@@ -783,9 +845,9 @@ class MemoryConnection:
             transport.lost = True
             del transport.buffer[:]
         for transport, reason in zip(transports, reasons):
-            transport.producer = None
+            transport.unregisterProducer()
             transport.protocol.connectionLost(Failure(reason))
-            if transport is self._client:
+            if transport is self.client_transport:
                 self.connector._lost(Failure(reason))
 
     def flush(self):
@@ -807,7 +869,7 @@ class MemoryConnection:
         if self.closed:
             return
         with _txaio_loop(self.network.clock):
-            self._lose((self._client, self._server),
+            self._lose((self.client_transport, self.server_transport),
                        (net_error.ConnectionLost(), net_error.ConnectionLost()))
 
 
@@ -860,7 +922,7 @@ class _MemoryConnector:
         if self.state == "connecting":
             self.stopConnecting()
         elif self.state == "connected":
-            self.connection._client.loseConnection()
+            self.connection.client_transport.loseConnection()
 
     def getDestination(self):
         """The address dialed."""
@@ -897,10 +959,11 @@ class _MemoryConnector:
 @implementer(IReactorTime)
 class _NetworkReactor(MemoryReactor):
     """
-    The reactor of a L{MemoryNetwork}'s clients: a C{MemoryReactor} (dials
-    are recorded in C{tcpClients}, C{sslClients} and C{connectors}) whose
-    connectors the network completes, and whose time is the network's
-    clock.
+    The reactor of a L{MemoryNetwork}'s clients and servers: a
+    C{MemoryReactor} (dials are recorded in C{tcpClients}, C{sslClients} and
+    C{connectors}, listens in C{tcpServers} and C{sslServers}) whose
+    connectors the network completes, whose ports listen on the network,
+    and whose time is the network's clock.
     """
 
     def __init__(self, network):
@@ -941,27 +1004,50 @@ class _NetworkReactor(MemoryReactor):
         self.sslClients.append((host, port, factory, contextFactory, timeout, bindAddress))
         return self._dial(host, port, factory, timeout, contextFactory)
 
+    def listenTCP(self, port, factory, backlog=50, interface=""):
+        """Listen on C{port} of the network (see L{MemoryNetwork.reactor})."""
+        self.tcpServers.append((port, factory, backlog, interface))
+        return self.network._listen(port, factory, interface, None)
+
+    def listenSSL(self, port, factory, contextFactory, backlog=50, interface=""):
+        """Listen with TLS on C{port} of the network (see L{MemoryNetwork.reactor})."""
+        self.sslServers.append((port, factory, contextFactory, backlog, interface))
+        return self.network._listen(port, factory, interface, contextFactory)
+
 
 @implementer(IListeningPort)
 class _MemoryPort:
-    """What a server listening on a L{MemoryNetwork} gets from C{listen}."""
+    """
+    What a server listening on a L{MemoryNetwork} gets from C{listen}: a
+    port of the network's reactor (C{tls} its TLS options, or C{None}), or
+    the network's own server, that takes the dials to the ports nobody
+    listens on.
+    """
 
-    def __init__(self, network, factory):
+    def __init__(self, network, factory, address, tls=None):
         self.network = network
         self.factory = factory
+        self.address = address
+        self.tls = tls
+
+    def __repr__(self):
+        return "<memory port {} of {!r}>".format(self.address.port, self.factory)
 
     def startListening(self):
         pass
 
     def stopListening(self):
         """Stop accepting connections (the open ones stay)."""
-        if self.network._factory is self.factory:
-            self.network._factory = None
+        network = self.network
+        if network._default is self:
+            network._default = None
             self.factory.doStop()
-        return None
+        elif network._ports.get(self.address.port) is self:
+            del network._ports[self.address.port]
+            self.factory.doStop()
 
     def getHost(self):
-        return IPv4Address("TCP", "127.0.0.1", 0)
+        return self.address
 
 
 @implementer(IStreamServerEndpoint)
@@ -972,9 +1058,10 @@ class _MemoryEndpoint:
         self.network = network
 
     def listen(self, factory):
-        self.network._factory = factory
+        port = self.network._default = _MemoryPort(
+            self.network, factory, IPv4Address("TCP", "127.0.0.1", 0))
         factory.doStart()
-        return succeed(_MemoryPort(self.network, factory))
+        return succeed(port)
 
 
 class MemoryNetwork:
@@ -990,6 +1077,23 @@ class MemoryNetwork:
     network is pumped (L{flush}, L{advance}): synchronously and in a fixed
     order, so a test is deterministic.
 
+    Servers may also listen through L{reactor}, whose C{listenTCP} and
+    C{listenSSL} take any factory (an L{scserver.SCServer}'s, a
+    twisted.web C{Site} serving its C{resource}, ...): make the server with
+    C{reactor=network.reactor} and give its C{listen} any endpoint, a
+    string such as C{"tcp:0:interface=127.0.0.1"} or an endpoint object
+    such as C{TCP4ServerEndpoint(network.reactor, 0)}.  Port 0 gets a
+    number from 40001 up.  A dial then goes to the port it names (whatever
+    the host); the network's own server, when it has one, takes the dials
+    to the other ports, else they are refused.  Such a network needs no
+    server of its own::
+
+        network = MemoryNetwork(clock=Clock())
+        server = make_server(network.reactor)
+        port = self.successResultOf(server.listen("tcp:0:interface=127.0.0.1"))
+        client = network.client(
+            "ws://127.0.0.1:{}/socketcluster/".format(port.getHost().port))
+
     Time is the server's clock (C{server.reactor}, a
     C{twisted.internet.task.Clock} or a C{MemoryReactorClock}), shared by the
     clients, by autobahn's timers (the open and close handshake timeouts,
@@ -1003,10 +1107,10 @@ class MemoryNetwork:
         self.assertIs(self.successResultOf(d), client)
 
     @ivar server: the server: an L{scserver.SCServer}, or an autobahn
-        C{WebSocketServerFactory} such as a L{RawServer}.
-    @ivar clock: the clock (C{server.reactor}).
-    @ivar reactor: the reactor to give clients (its time is L{clock}; its
-        C{advance} is L{advance}).
+        C{WebSocketServerFactory} such as a L{RawServer}; or C{None}.
+    @ivar clock: the clock (C{server.reactor}, or the C{clock} given).
+    @ivar reactor: the reactor to give clients, and servers that listen
+        through it (its time is L{clock}; its C{advance} is L{advance}).
     @ivar tls: the server's TLS options (an
         C{IOpenSSLServerConnectionCreator}), or C{None}.
     @ivar connections: every L{MemoryConnection}, in the order they were
@@ -1016,35 +1120,51 @@ class MemoryNetwork:
         their timeout), as dials to a server that does not answer.
     """
 
-    def __init__(self, server, tls=None):
+    def __init__(self, server=None, tls=None, clock=None):
         """
         @param server: an L{scserver.SCServer} made with a clock as its
             reactor (see L{make_server}), or an autobahn
             C{WebSocketServerFactory} (a L{RawServer}) made with a clock as
-            its C{reactor}.
+            its C{reactor}; or C{None}, for servers that listen through
+            L{reactor}.
         @param tls: the server's TLS options (an
             C{IOpenSSLServerConnectionCreator} such as
             C{PrivateCertificate.options()}), to accept C{wss://} dials;
             without it they are refused.
+        @param clock: the clock of a network without C{server} (a
+            C{twisted.internet.task.Clock} or a C{MemoryReactorClock}); a
+            new C{Clock} when C{None}.  With a server, its reactor is the
+            clock.
+        @raise TypeError: the clock is not a C{Clock} (or a
+            C{MemoryReactorClock}), or both C{server} and C{clock} are given.
         """
+        if server is not None and clock is not None:
+            raise TypeError("A MemoryNetwork with a server runs on the server's reactor: "
+                            "give no clock")
+        if server is not None:
+            clock = server.reactor
+        elif clock is None:
+            clock = Clock()
+        if not (hasattr(clock, "advance") and hasattr(clock, "getDelayedCalls")):
+            raise TypeError("The network's clock (the server's reactor) must be a Clock or a "
+                            "MemoryReactorClock, not {!r}".format(clock))
         self.server = server
-        self.clock = server.reactor
-        if not (hasattr(self.clock, "advance") and hasattr(self.clock, "getDelayedCalls")):
-            raise TypeError("The server's reactor must be a Clock or a MemoryReactorClock, "
-                            "not {!r}".format(self.clock))
+        self.clock = clock
         self.tls = tls
         self.reactor = _NetworkReactor(self)
         self.connections = []
         self.accepting = True
         self._dials = []
-        self._factory = None
+        self._default = None
+        self._ports = {}
+        self._port_numbers = itertools.count(40001)
         self._io_clock = Clock()
         self._client_ports = itertools.count(50001)
         endpoint = _MemoryEndpoint(self)
         if isinstance(server, WebSocketServerFactory):
             _use_clock(server, self.clock)
             endpoint.listen(server)
-        else:
+        elif server is not None:
             _use_clock(server.factory, self.clock)
             server.listen(endpoint)
 
@@ -1056,8 +1176,10 @@ class MemoryNetwork:
         """
         The URL L{client} dials by default: C{ws://localhost/} (or
         C{wss://} with L{tls}) and the server's C{path}
-        (C{/socketcluster/} for a L{RawServer}).
+        (C{/socketcluster/} for a L{RawServer}); C{None} without a server.
         """
+        if self.server is None:
+            return None
         if isinstance(self.server, WebSocketServerFactory):
             path = "/socketcluster/"
         else:
@@ -1070,7 +1192,8 @@ class MemoryNetwork:
         network.  It is not connected yet: call its C{connect()}, then
         L{flush}.
 
-        @param url: the URL; L{default_url} when C{None}.
+        @param url: the URL; L{default_url} when C{None} (a network without
+            a server needs one).
         @param options: the client's options (C{reactor} is this network's).
             Pass C{auto_reconnect=False} when reconnection timers would be
             in the way.
@@ -1078,7 +1201,10 @@ class MemoryNetwork:
         """
         from .client import SCClientSocket
 
-        return SCClientSocket(url or self.default_url, reactor=self.reactor, **options)
+        url = url or self.default_url
+        if url is None:
+            raise ValueError("This MemoryNetwork has no server: give the URL to dial")
+        return SCClientSocket(url, reactor=self.reactor, **options)
 
     def connect_protocol(self, client_factory, tls=None):
         """
@@ -1112,12 +1238,20 @@ class MemoryNetwork:
         """Connect a dial to the server, or fail it."""
         if connector.state != "connecting":
             return False
-        factory = self._factory
-        if factory is None:
-            connector._failed(net_error.ConnectionRefusedError("Nothing listens on this MemoryNetwork"))
+        port = self._ports.get(connector.port, self._default)
+        if port is None:
+            connector._failed(net_error.ConnectionRefusedError(
+                "Nothing listens on port {} of this MemoryNetwork".format(connector.port)))
             return True
-        if connector.tls is not None and self.tls is None:
-            connector._failed(net_error.ConnectionRefusedError("This MemoryNetwork has no TLS"))
+        factory = port.factory
+        tls = self.tls if port is self._default else port.tls
+        if connector.tls is not None and tls is None:
+            connector._failed(net_error.ConnectionRefusedError(
+                "This MemoryNetwork has no TLS on port {}".format(connector.port)))
+            return True
+        if connector.tls is None and port.tls is not None:
+            connector._failed(net_error.ConnectionRefusedError(
+                "Port {} of this MemoryNetwork only takes TLS".format(connector.port)))
             return True
         client_address = IPv4Address("TCP", "127.0.0.1", next(self._client_ports))
         server_address = IPv4Address("TCP", "127.0.0.1", connector.port)
@@ -1127,7 +1261,7 @@ class MemoryNetwork:
 
             client_factory = TLSMemoryBIOFactory(connector.tls, True, client_factory,
                                                  clock=self._io_clock)
-            factory = TLSMemoryBIOFactory(self.tls, False, factory, clock=self._io_clock)
+            factory = TLSMemoryBIOFactory(tls, False, factory, clock=self._io_clock)
         server_protocol = factory.buildProtocol(client_address)
         client_protocol = client_factory.buildProtocol(server_address) \
             if server_protocol is not None else None
@@ -1143,6 +1277,40 @@ class MemoryNetwork:
         connector._connected(connection)
         connection._start()
         return True
+
+    def _listen(self, number, factory, interface, tls):
+        """
+        Listen on port C{number} (0: the next free one) of the network.
+
+        @return: the C{IListeningPort}.
+        @raise twisted.internet.error.CannotListenError: something listens
+            on that port already.
+        """
+        if number == 0:
+            number = next(n for n in self._port_numbers if n not in self._ports)
+        elif number in self._ports:
+            raise net_error.CannotListenError(interface, number, "address already in use")
+        port = self._ports[number] = _MemoryPort(
+            self, factory, IPv4Address("TCP", interface or "0.0.0.0", number), tls)
+        if isinstance(factory, WebSocketServerFactory):
+            _use_clock(factory, self.clock)
+        factory.doStart()
+        return port
+
+    def connection_of(self, protocol):
+        """
+        Find the connection of a protocol.
+
+        @param protocol: the client's or the server's protocol of a
+            connection (see L{MemoryConnection.client_protocol} and
+            L{MemoryConnection.server_protocol}).
+        @return: its L{MemoryConnection}.
+        @raise KeyError: no connection of this network has that protocol.
+        """
+        for connection in self.connections:
+            if protocol is connection.client_protocol or protocol is connection.server_protocol:
+                return connection
+        raise KeyError(protocol)
 
     def accept(self):
         """

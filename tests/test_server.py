@@ -1,7 +1,8 @@
 """
 Tests for L{scserver.SCServer} with real clients and its real WebSocket
-transport, connected in memory (L{tests._helpers.MemoryTCP}): listening,
-embedding in twisted.web, the registries, the server events and close().
+transport, connected in memory (L{scserver.testing.MemoryNetwork}, whose
+reactor the servers listen through): listening, embedding in twisted.web,
+the registries, the server events and close().
 """
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol, connectWS
@@ -21,7 +22,8 @@ from scserver.errors import (
     InvalidArgumentsError,
     InvalidOptionsError,
 )
-from tests._helpers import MemoryCase, MemoryTCP, bind_timers
+from scserver.testing import MemoryNetwork
+from tests._helpers import MemoryCase
 
 
 class OptionsTests(SynchronousTestCase):
@@ -70,20 +72,20 @@ class OptionsTests(SynchronousTestCase):
 
 class ServerTestMixin:
     """
-    A server on a L{MemoryTCP} (its reactor is C{self.clock}): these tests
-    are about listening (endpoints, ports, a twisted.web site) and the
-    transport (back-pressure), which L{scserver.testing.MemoryNetwork}
-    leaves out.
+    Servers that listen through the reactor of a
+    L{scserver.testing.MemoryNetwork} (C{self.reactor}, on C{self.clock}):
+    these tests are about listening (endpoints, ports, a twisted.web site)
+    and the transport (back-pressure).
     """
 
     def setUp(self):
         MemoryCase.setUp(self)
-        self.net = MemoryTCP(now=self.clock.seconds())
-        self.clock = self.net.clock
+        self.net = MemoryNetwork(clock=self.clock)
+        self.reactor = self.net.reactor
 
     def start(self, endpoint="tcp:0:interface=127.0.0.1", **options):
         options.setdefault("auth_key", "server-tests")
-        self.server = SCServer(reactor=self.clock, **options)
+        self.server = SCServer(reactor=self.reactor, **options)
         self.events = []
         for name in ("handshake", "connection", "disconnection", "connectionAbort",
                      "closure"):
@@ -100,7 +102,7 @@ class ServerTestMixin:
     def dial(self, url=None, **options):
         """Start connecting a client; return the Deferred of L{scserver.client.connect}."""
         options.setdefault("auto_reconnect", False)
-        return connect(url or self.url, reactor=self.clock, **options)
+        return connect(url or self.url, reactor=self.reactor, **options)
 
     def names(self):
         return [event[0] for event in self.events]
@@ -108,21 +110,21 @@ class ServerTestMixin:
 
 class ListenTests(ServerTestMixin, MemoryCase):
     def test_endpointObject(self):
-        endpoint = TCP4ServerEndpoint(self.clock, 0, interface="127.0.0.1")
+        endpoint = TCP4ServerEndpoint(self.reactor, 0, interface="127.0.0.1")
         self.start(endpoint)
         client = self.connect()
         self.assertEqual(list(self.server.clients), [client.id])
         self.wait(client.disconnect())
 
     def test_moduleListen(self):
-        server = self.wait(scserver.listen("tcp:0:interface=127.0.0.1", reactor=self.clock,
+        server = self.wait(scserver.listen("tcp:0:interface=127.0.0.1", reactor=self.reactor,
                                            auth_key="k"))
         self.addCleanup(lambda: self.wait(server.close()))
         self.assertTrue(server.running)
         self.assertTrue(server.is_ready)
 
     def test_readyEvent(self):
-        server = SCServer(reactor=self.clock, auth_key="k")
+        server = SCServer(reactor=self.reactor, auth_key="k")
         ready = []
         server.on("ready", lambda: ready.append(True))
         port = self.wait(server.listen("tcp:0:interface=127.0.0.1"))
@@ -140,13 +142,12 @@ class ListenTests(ServerTestMixin, MemoryCase):
 
 class EmbeddingTests(ServerTestMixin, MemoryCase):
     def test_resourceInASite(self):
-        server = SCServer(reactor=self.clock, auth_key="k")
-        bind_timers(server.factory, self.clock)
+        server = SCServer(reactor=self.reactor, auth_key="k")
         server.on("connection", lambda socket, status: socket.on(
             "echo", lambda data, respond: respond(None, data)))
         root = Resource()
         root.putChild(b"socketcluster", server.resource)
-        port = self.clock.listenTCP(0, Site(root, reactor=self.clock), interface="127.0.0.1")
+        port = self.reactor.listenTCP(0, Site(root, reactor=self.reactor), interface="127.0.0.1")
         server.startService()
         self.addCleanup(port.stopListening)
         self.addCleanup(lambda: self.wait(server.close()))
@@ -195,7 +196,7 @@ class LifecycleTests(ServerTestMixin, MemoryCase):
             def onClose(self, wasClean, code, reason):
                 closes.append(code)
 
-        factory = WebSocketClientFactory(self.url, reactor=self.clock)
+        factory = WebSocketClientFactory(self.url, reactor=self.reactor)
         factory.protocol = Silent
         connectWS(factory)
         self.run_until(lambda: closes)
@@ -301,7 +302,7 @@ class LifecycleTests(ServerTestMixin, MemoryCase):
         connected through 0.3 s of clock time of pings every 0.05 s.
         """
         for version in (1, 2):
-            server = SCServer(reactor=self.clock, auth_key="k", protocol_version=version,
+            server = SCServer(reactor=self.reactor, auth_key="k", protocol_version=version,
                               ping_interval=0.05, ping_timeout=0.5)
             port = self.wait(server.listen("tcp:0:interface=127.0.0.1"))
             url = "ws://127.0.0.1:{}/socketcluster/".format(port.getHost().port)
@@ -333,7 +334,7 @@ class SlowConsumerTests(ServerTestMixin, MemoryCase):
             (socket.id, code, reason)))
         socket = self.server.clients[stalled.id]
         # The client's end of the connection stops reading from the socket.
-        stalled_end = self.net.peer(socket._output.transport)
+        stalled_end = self.net.connection_of(socket._output).client_transport
         stalled_end.pauseProducing()
         blob = "x" * 65536
         sent = 0

@@ -173,7 +173,7 @@ class OptionsTests(SynchronousTestCase):
             "--max-payload", "2048",
             "--auth-key", "s3cret",
             "--pub-sub-batch-duration", "0.1",
-            "--broker", "redis://127.0.0.1:6379/0",
+            "--broker", "memory",
         )
         self.assertEqual(config["server_options"], {
             "path": "/sc/",
@@ -187,7 +187,7 @@ class OptionsTests(SynchronousTestCase):
             "max_payload": 2048,
             "auth_key": "s3cret",
             "pub_sub_batch_duration": 0.1,
-            "broker": "redis://127.0.0.1:6379/0",
+            "broker": "memory",
         })
 
     def test_booleanForms(self):
@@ -345,10 +345,11 @@ class BrokerOptionTests(SynchronousTestCase):
 
     def test_url(self):
         """
-        A URL is passed to the server as it is.
+        A Redis URL is a usage error while parsing: this version has no
+        Redis broker.
         """
-        config = parse("--broker", "redis://localhost:6379/0")
-        self.assertEqual(config["server_options"]["broker"], "redis://localhost:6379/0")
+        error = self.assertRaises(usage.UsageError, parse, "--broker", "redis://localhost:6379/0")
+        self.assertIn("The Redis broker is not available in this version", str(error))
 
     def test_memory(self):
         """

@@ -11,9 +11,11 @@ import json
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet import error as ierror, protocol, ssl
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial import unittest
+from zope.interface import implementer
 
 from scserver import errors
 from scserver.client import SCClientSocket
@@ -403,6 +405,238 @@ class DialTests(unittest.TestCase):
         self.assertRaises(ierror.ConnectError, network.connect_protocol, plain_client_factory())
 
 
+class Echo(protocol.Protocol):
+    """Writes back what it receives."""
+
+    def dataReceived(self, data):
+        self.transport.write(data)
+
+
+class Received(protocol.Protocol):
+    """Records what it receives (C{self.factory.received})."""
+
+    def dataReceived(self, data):
+        self.factory.received.append(data)
+
+
+def received_factory():
+    factory = protocol.ClientFactory.forProtocol(Received)
+    factory.received = []
+    return factory
+
+
+class ListeningTests(unittest.TestCase):
+    """Servers listening through a L{MemoryNetwork}'s reactor, on ports."""
+
+    def setUp(self):
+        self.global_calls = global_delayed_calls()
+        self.network = MemoryNetwork(clock=Clock())
+        self.reactor = self.network.reactor
+
+    def tearDown(self):
+        self.assertEqual(global_delayed_calls(), self.global_calls)
+
+    def dial(self, port, factory=None, host="127.0.0.1"):
+        """Dial C{port} with C{factory} (a L{received_factory} by default) and flush."""
+        factory = factory or received_factory()
+        connector = self.reactor.connectTCP(host, port, factory)
+        self.network.flush()
+        return connector
+
+    def test_listen_tcp(self):
+        """listenTCP takes any factory; port 0 gets a number; dials reach it by port."""
+        port = self.reactor.listenTCP(0, protocol.Factory.forProtocol(Echo), interface="127.0.0.1")
+        address = port.getHost()
+        self.assertEqual((address.type, address.host, address.port), ("TCP", "127.0.0.1", 40001))
+        self.assertEqual(len(self.reactor.tcpServers), 1)
+        connector = self.dial(40001, host="example.com")
+        self.assertEqual(connector.state, "connected")
+        connector.connection.client_protocol.transport.write(b"ping")
+        self.network.flush()
+        self.assertEqual(connector.factory.received, [b"ping"])
+        self.assertIsInstance(connector.connection.server_protocol, Echo)
+
+    def test_port_numbers(self):
+        """Ports 0 get free numbers; a port in use cannot be listened on again."""
+        first = self.reactor.listenTCP(0, protocol.Factory.forProtocol(Echo))
+        self.reactor.listenTCP(40002, protocol.Factory.forProtocol(Echo))
+        third = self.reactor.listenTCP(0, protocol.Factory.forProtocol(Echo))
+        self.assertEqual((first.getHost().port, third.getHost().port), (40001, 40003))
+        self.assertEqual(first.getHost().host, "0.0.0.0")
+        self.assertRaises(ierror.CannotListenError, self.reactor.listenTCP, 40001,
+                          protocol.Factory.forProtocol(Echo))
+
+    def test_stop_listening(self):
+        """A port that stopped listening refuses dials (the open connections stay)."""
+        factory = protocol.Factory.forProtocol(Echo)
+        port = self.reactor.listenTCP(0, factory)
+        connection = self.dial(40001).connection
+        self.assertEqual(factory.numPorts, 1)
+        port.stopListening()
+        self.assertEqual(factory.numPorts, 0)
+        self.assertFalse(connection.closed)
+        failures = []
+        refused = received_factory()
+        refused.clientConnectionFailed = lambda connector, reason: failures.append(reason)
+        self.dial(40001, refused)
+        [failure] = failures
+        failure.trap(ierror.ConnectionRefusedError)
+
+    def test_server_listens_on_endpoints(self):
+        """
+        An L{scserver.SCServer} on the network's reactor listens on endpoint
+        strings and endpoint objects; clients dial the port they got.
+        """
+        from twisted.internet.endpoints import TCP4ServerEndpoint
+
+        server = make_server(self.reactor)
+        server.on("connection", lambda socket, status: socket.on(
+            "echo", lambda data, respond: respond(None, data)))
+        ports = [self.successResultOf(server.listen("tcp:0:interface=127.0.0.1")),
+                 self.successResultOf(server.listen(TCP4ServerEndpoint(self.reactor, 0)))]
+        self.assertEqual([port.getHost().port for port in ports], [40001, 40002])
+        for port in ports:
+            client = self.network.client(
+                "ws://127.0.0.1:{}/socketcluster/".format(port.getHost().port),
+                auto_reconnect=False)
+            d = client.connect()
+            self.network.flush()
+            self.successResultOf(d)
+            reply = client.invoke("echo", port.getHost().port)
+            self.network.flush()
+            self.assertEqual(self.successResultOf(reply), port.getHost().port)
+        d = server.close()
+        self.network.flush()
+        self.successResultOf(d)
+        self.assertEqual(self.network.clock.getDelayedCalls(), [])
+
+    def test_site_timers_on_the_clock(self):
+        """
+        The autobahn factory of a resource in a twisted.web site, which takes
+        the connection over, gets its timers on the clock: here the server's
+        closing handshake timeout, for a client that does not answer.
+        """
+        from twisted.web.resource import Resource
+        from twisted.web.server import Site
+
+        server = make_server(self.reactor)
+        sockets = []
+        server.on("connection", lambda socket, status: sockets.append(socket))
+        root = Resource()
+        root.putChild(b"socketcluster", server.resource)
+        port = self.reactor.listenTCP(0, Site(root, reactor=self.reactor))
+        server.startService()
+        factory = plain_client_factory(
+            "ws://127.0.0.1:{}/socketcluster/".format(port.getHost().port))
+        connector = self.dial(port.getHost().port, factory)
+        connection = connector.connection
+        self.assertIs(self.network.connection_of(connection.server_protocol), connection)
+        connection.client_protocol.answer_close = False
+        connection.client_protocol.sendMessage(b'{"event":"#handshake","data":{},"cid":1}')
+        self.network.flush()
+        [socket] = sockets
+        socket.disconnect(4100)
+        self.assertFalse(connection.closed)
+        self.network.advance(5)
+        self.assertTrue(connection.closed)
+        port.stopListening()
+        self.successResultOf(server.close())
+        self.assertEqual(self.network.clock.getDelayedCalls(), [])
+
+    def test_back_pressure(self):
+        """
+        A client that stops reading (its transport paused) gets nothing; the
+        server's streaming producer is paused once more than 64 KiB wait,
+        and resumed when the client reads them.
+        """
+        states = []
+
+        @implementer(IPushProducer)
+        class Producer:
+            def pauseProducing(self):
+                states.append("paused")
+
+            def resumeProducing(self):
+                states.append("resumed")
+
+            def stopProducing(self):
+                states.append("stopped")
+
+        class Streaming(protocol.Protocol):
+            def connectionMade(self):
+                self.transport.registerProducer(Producer(), True)
+
+        self.reactor.listenTCP(0, protocol.Factory.forProtocol(Streaming))
+        factory = received_factory()
+        connection = self.dial(40001, factory).connection
+        connection.client_transport.pauseProducing()
+        server_end = connection.server_protocol.transport
+        self.assertIs(server_end, connection.server_transport)
+        server_end.write(b"x" * 65536)
+        self.network.flush()
+        self.assertEqual((states, factory.received), ([], []))
+        server_end.write(b"y")
+        self.assertEqual(states, ["paused"])
+        self.network.flush()
+        self.assertEqual((states, factory.received), (["paused"], []))
+        connection.client_transport.resumeProducing()
+        self.network.flush()
+        self.assertEqual(states, ["paused", "resumed"])
+        self.assertEqual(b"".join(factory.received), b"x" * 65536 + b"y")
+
+    def test_listen_ssl(self):
+        """listenSSL ports take TLS dials only; listenTCP ports plain dials only."""
+        key_pem, cert_pem = self_signed()
+        server = make_server(self.reactor)
+        self.reactor.listenSSL(0, server.factory,
+                               ssl.PrivateCertificate.loadPEM(key_pem + cert_pem).options())
+        self.reactor.listenTCP(0, protocol.Factory.forProtocol(Echo))
+        self.assertEqual(len(self.reactor.sslServers), 1)
+        client = self.network.client(
+            "wss://localhost:40001/socketcluster/", auto_reconnect=False,
+            ssl_context_factory=ssl.optionsForClientTLS(
+                "localhost", trustRoot=ssl.Certificate.loadPEM(cert_pem)))
+        d = client.connect()
+        self.network.flush()
+        self.successResultOf(d)
+        self.assertTrue(self.network.connections[0].tls)
+        d = client.disconnect()
+        self.network.flush()
+        self.successResultOf(d)
+        for url in ("ws://localhost:40001/socketcluster/", "wss://localhost:40002/socketcluster/"):
+            d = self.network.client(url, auto_reconnect=False).connect()
+            self.network.flush()
+            self.assertEqual(self.failureResultOf(d, errors.BadConnectionError).value.code, 1006)
+        self.assertEqual(len(self.network.connections), 1)
+
+    def test_dials_by_port_then_own_server(self):
+        """
+        A network with a server of its own gives it the dials to the ports
+        nobody listens on.
+        """
+        own, other = RawServer(Clock()), RawServer(Clock())
+        network = MemoryNetwork(own)
+        network.reactor.listenTCP(9000, other)
+        network.connect_protocol(plain_client_factory("ws://localhost:9000/"))
+        network.connect_protocol(plain_client_factory("ws://localhost:9001/"))
+        self.assertEqual((len(own.protocols), len(other.protocols)), (1, 1))
+
+    def test_connection_of(self):
+        self.reactor.listenTCP(0, protocol.Factory.forProtocol(Echo))
+        connection = self.dial(40001).connection
+        self.assertIs(self.network.connection_of(connection.client_protocol), connection)
+        self.assertIs(self.network.connection_of(connection.server_protocol), connection)
+        self.assertRaises(KeyError, self.network.connection_of, Echo())
+
+    def test_no_server(self):
+        """Without a server a client needs its URL; with one, the clock is the server's."""
+        self.assertIsNone(self.network.default_url)
+        self.assertRaises(ValueError, self.network.client)
+        self.assertIsInstance(MemoryNetwork().clock, Clock)
+        self.assertRaises(TypeError, MemoryNetwork, make_server(), clock=Clock())
+        self.assertRaises(TypeError, MemoryNetwork, clock=object())
+
+
 class RawServerTests(unittest.TestCase):
     """A L{RawServer} plays the server for a real client."""
 
@@ -533,6 +767,20 @@ class DocExampleTests(unittest.TestCase):
         socket.disconnect(4321, "bye")
         self.network.flush()
         self.assertEqual(closes, [(4321, "bye")])
+
+    def test_listening(self):
+        network = MemoryNetwork(clock=Clock())
+        server = make_server(network.reactor)
+        port = self.successResultOf(server.listen("tcp:0:interface=127.0.0.1"))
+        client = network.client(
+            "ws://127.0.0.1:{}/socketcluster/".format(port.getHost().port),
+            auto_reconnect=False)
+        d = client.connect()
+        network.flush()
+        self.assertIs(self.successResultOf(d), client)
+        d = server.close()
+        network.flush()
+        self.successResultOf(d)
 
     def test_raw_server(self):
         server = RawServer(Clock())
