@@ -183,6 +183,25 @@ def close_frame_reason(reason):
     return encoded[:123].decode("utf-8", "ignore")
 
 
+def aborted_error(event, code, reason, was_open):
+    """
+    Return the L{scserver.errors.BadConnectionError} of a request that will
+    never be answered because its connection closed (with C{code} and
+    C{reason}).
+
+    @param event: the event of the request, or C{None}.
+    @param was_open: whether the connection had completed its handshake:
+        the error's C{type} is C{'disconnect'}, else C{'connectAbort'}.
+    """
+    error = BadConnectionError(
+        "Event {}was aborted due to a bad connection".format(
+            "" if event is None else "'{}' ".format(event)),
+        type="disconnect" if was_open else "connectAbort")
+    error.code = code
+    error.reason = reason
+    return error
+
+
 def reply_deferred(forget):
     """
     Return a Deferred for the reply to a request, and the
@@ -526,7 +545,7 @@ class ProtocolEngine:
             packet["data"] = data
         if self.state == CLOSED:
             if callback is not None:
-                callback(self._aborted(event, None, None, True), None)
+                callback(aborted_error(event, None, None, True), None)
             return None
         if callback is None:
             self.output.write(self.codec.encode(packet))
@@ -673,16 +692,7 @@ class ProtocolEngine:
         # v14 lets pending acks time out; failing them at once is kinder and
         # frees their memory (v15+ does the same).
         for ack in pending.values():
-            self._call(ack, self._aborted(ack.event, code, reason, was_open), None)
-
-    @staticmethod
-    def _aborted(event, code, reason, was_open):
-        error = BadConnectionError(
-            "Event '{}' was aborted due to a bad connection".format(event),
-            type="disconnect" if was_open else "connectAbort")
-        error.code = code
-        error.reason = reason
-        return error
+            self._call(ack, aborted_error(ack.event, code, reason, was_open), None)
 
     def _call(self, pending, error, data):
         """Call an acknowledgement callback; its exceptions are logged, not raised."""

@@ -11,9 +11,9 @@ make the socket (L{scserver.SCServer.accept}), feeds it every message
 (L{scserver.socket.IServerSocketOutput}): it writes payloads and closes.
 
 L{SCClientProtocol} does the same for an L{scserver.client.SCClientSocket}:
-it tells the client socket when the WebSocket opened or closed, feeds every
-message to the engine the client socket made for the connection, and is
-that engine's output.
+it tells the client socket when the WebSocket opened or closed and feeds it
+every message (C{connection_opened}, C{receive}, C{connection_closed}), and
+is the output of the engine the client socket made for the connection.
 """
 
 import fnmatch
@@ -31,8 +31,10 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from ._engine import IEngineOutput
 from .errors import ServerProtocolError
 from .middleware import MIDDLEWARE_HANDSHAKE_WS, Request
+from .socket import IServerSocketOutput
 
 __all__ = [
     "UpgradeRequest",
@@ -130,6 +132,7 @@ class _Backpressure:
         self._protocol._paused_bytes = None
 
 
+@implementer(IServerSocketOutput)
 class SCServerProtocol(WebSocketServerProtocol):
     """
     One WebSocket connection of an L{scserver.SCServer}.
@@ -339,28 +342,25 @@ class SCServerFactory(WebSocketServerFactory):
         self.setProtocolOptions(**protocol_options)
 
 
+@implementer(IEngineOutput)
 class SCClientProtocol(WebSocketClientProtocol):
     """
     The autobahn protocol of one connection attempt of an
-    L{scserver.client.SCClientSocket}: the output of the connection's engine
-    (an L{scserver._engine.IEngineOutput}), feeding it every message.
+    L{scserver.client.SCClientSocket}: it feeds the client socket every
+    message, and is the output of the connection's engine (an
+    L{scserver._engine.IEngineOutput}).
     """
 
     _log = Logger()
     _sc_drop_call = None
     _sc_closed = False
     _sc_waiters = None
-    engine = None
-
     def onOpen(self):
-        self.engine = self.factory.client.connection_opened(self.factory, self)
+        self.factory.client.connection_opened(self.factory, self)
 
     def onMessage(self, payload, isBinary):
-        engine = self.engine
-        if engine is None:
-            return
         try:
-            engine.receive(payload if isBinary else payload.decode("utf-8"))
+            self.factory.client.receive(self, payload if isBinary else payload.decode("utf-8"))
         except Exception:
             self._log.failure("Error while handling a message from {peer}", peer=self.peer)
 

@@ -44,6 +44,7 @@ import random
 from autobahn.websocket.util import parse_url
 from twisted.internet import defer
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from . import _engine
 from ._events import EventEmitter, Responder, call_handlers
@@ -256,6 +257,7 @@ class SCClientChannel:
                 d.errback(as_exception(error))
 
 
+@implementer(_engine.IEngineOwner)
 class SCClientSocket(EventEmitter):
     """
     A SocketCluster client socket.
@@ -509,16 +511,15 @@ class SCClientSocket(EventEmitter):
         The WebSocket of C{attempt} opened (called by the transport): make
         its engine and send the handshake.
 
+        An abandoned attempt's connection is closed at once.
+
         @param attempt: the factory of the connection attempt.
         @param protocol: the connection (an
             L{scserver._engine.IEngineOutput}).
-        @return: the engine to feed the connection's messages to, or
-            C{None} for an attempt that was abandoned (its connection is
-            closed).
         """
         if attempt is not self._attempt or self.state != self.CONNECTING:
             protocol.close(1000, "")
-            return None
+            return
         if self._connect_call is not None:
             if self._connect_call.active():
                 self._connect_call.cancel()
@@ -540,7 +541,17 @@ class SCClientSocket(EventEmitter):
                 self._handshake_replied(error, status)
 
         engine.emit("#handshake", {"authToken": self._stored_token}, on_reply)
-        return engine
+
+    def receive(self, protocol, payload):
+        """
+        Handle one message of the connection C{protocol} (called by the
+        transport); a message of a connection that is no longer this
+        socket's is dropped.
+
+        @param payload: C{str} for a text frame, C{bytes} for a binary one.
+        """
+        if protocol is self._protocol:
+            self._engine.receive(payload)
 
     def connection_failed(self, attempt, reason):
         """The TCP (or TLS) connection of C{attempt} failed (called by the transport)."""
@@ -730,20 +741,13 @@ class SCClientSocket(EventEmitter):
             if channel.state != channel.UNSUBSCRIBED:
                 self._suspend_channel(channel)
 
-        def bad_connection(event=None):
-            error = BadConnectionError(
-                "Event {}was aborted because the socket was closed ({})".format(
-                    "" if event is None else "'{}' ".format(event), kind), type=kind)
-            error.code = code
-            error.reason = reason
-            return error
-
         for item in buffered:
             if item.timer is not None and item.timer.active():
                 item.timer.cancel()
             if item.callback is not None and item.event != "#subscribe":
                 _call_safely("the callback of {!r}".format(item.event),
-                             item.callback, bad_connection(item.event), None)
+                             item.callback,
+                             _engine.aborted_error(item.event, code, reason, was_open), None)
 
         if reconnect:
             delay = self._reconnect_delay(immediate=code in (4000, 4001, 1005))
@@ -753,12 +757,14 @@ class SCClientSocket(EventEmitter):
         self._emit_local("close", code, reason)
 
         if not reconnect:
-            error = self._handshake_error if self._handshake_error is not None else bad_connection()
+            error = self._handshake_error
+            if error is None:
+                error = _engine.aborted_error(None, code, reason, was_open)
             waiters, self._connect_waiters = self._connect_waiters, []
             for d in waiters:
                 d.errback(error)
             for channel in list(self._channels.values()):
-                channel._settle(bad_connection())
+                channel._settle(_engine.aborted_error(None, code, reason, was_open))
 
     def disconnect(self, code=1000, reason=None):
         """

@@ -22,10 +22,10 @@ import time as _time
 
 from twisted.internet.defer import ensureDeferred, fail, maybeDeferred
 from twisted.logger import Logger
-from zope.interface import Interface
+from zope.interface import Interface, implementer
 
 from . import _engine
-from ._engine import IEngineOutput
+from ._engine import IEngineOutput, IEngineOwner
 from ._events import EventEmitter, Responder, call_handlers
 from .errors import (
     AuthTokenError,
@@ -114,6 +114,7 @@ class ISocketRegistry(Interface):
         """C{socket} closed."""
 
 
+@implementer(IEngineOwner)
 class SCServerSocket(EventEmitter):
     """
     A client connection.

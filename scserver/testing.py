@@ -68,6 +68,7 @@ from zope.interface import implementer
 
 from ._engine import PING_V1, PING_V2, PONG_V1
 from ._transport import UpgradeRequest
+from .socket import IServerSocketOutput
 from .errors import BadConnectionError, as_exception, dehydrate_error, hydrate_error
 
 __all__ = [
@@ -99,8 +100,8 @@ def make_server(clock=None, **options):
 
     @param clock: a C{twisted.internet.task.Clock} (or any
         C{IReactorTime}); a new C{Clock} when C{None}.  It becomes the
-        server's reactor, so only use the server with L{FakeConnection}s
-        (it cannot listen on real ports).
+        server's reactor, so the server cannot listen on real ports: use
+        it with L{FakeConnection}s, or give it to a L{MemoryNetwork}.
     @param options: the server options; C{auth_key} defaults to a fixed
         test secret (so no random key is generated with a warning).
     @return: the server; its clock is C{server.reactor}.
@@ -113,6 +114,7 @@ def make_server(clock=None, **options):
     return SCServer(reactor=clock, **options)
 
 
+@implementer(IServerSocketOutput)
 class RecordingOutput:
     """
     The output of a fake connection: what a L{scserver.SCServerSocket}
@@ -154,9 +156,9 @@ class RecordingOutput:
         """
         Record a message prepared once for many connections.
 
-        @param prepared: what C{server._prepare_message} returns (autobahn's
-            C{PreparedMessage}, with C{payload} bytes and a C{binary} flag),
-            or a plain C{str}/C{bytes} payload.
+        @param prepared: what L{scserver.exchange.Publication.frame} returns
+            (autobahn's C{PreparedMessage}, with C{payload} bytes and a
+            C{binary} flag), or a plain C{str}/C{bytes} payload.
         """
         if isinstance(prepared, (str, bytes)):
             self.write(prepared)

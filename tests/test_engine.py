@@ -1248,3 +1248,22 @@ class ClientRoleTests(EngineTestCase):
         self.assertEqual([c.getTime() for c in self.clock.getDelayedCalls()], [20.0])
         d = self.engine.invoke("echo", object())
         self.failureResultOf(d, TypeError)
+
+
+class DeclaredInterfaceTests(SynchronousTestCase):
+    """The engine's owners and outputs declare the interfaces they provide."""
+
+    def test_owners_and_outputs(self):
+        from zope.interface.verify import verifyClass
+
+        from scserver._engine import IEngineOutput, IEngineOwner
+        from scserver._transport import SCClientProtocol, SCServerProtocol
+        from scserver.client import SCClientSocket
+        from scserver.socket import IServerSocketOutput, SCServerSocket
+        from scserver.testing import RecordingOutput
+
+        for cls in (SCServerSocket, SCClientSocket):
+            self.assertTrue(verifyClass(IEngineOwner, cls), cls)
+        for cls in (SCServerProtocol, RecordingOutput):
+            self.assertTrue(verifyClass(IServerSocketOutput, cls), cls)
+        self.assertTrue(verifyClass(IEngineOutput, SCClientProtocol))
