@@ -4,14 +4,25 @@ and the dispatch of peer events to C{handler(data, respond)} handlers.
 """
 
 import inspect
+from typing import Any, Callable, Iterable, Optional, TypeVar, Union
 
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 _log = Logger()
 
+Handler = Callable[..., Any]
+"""The type of an event handler: any callable (its arguments depend on the event)."""
 
-def call_handlers(handlers, event, data, respond, wants_reply):
+CallId = Union[int, str]
+"""The type of the call id (C{cid}) of a request that wants a reply."""
+
+_HandlerT = TypeVar("_HandlerT", bound=Callable[..., Any])
+
+
+def call_handlers(handlers: Iterable[Handler], event: str, data: Any, respond: "Responder",
+                  wants_reply: bool) -> None:
     """
     Call every C{handler(data, respond)} of a peer event.
 
@@ -24,7 +35,7 @@ def call_handlers(handlers, event, data, respond, wants_reply):
     @param respond: the responder; its C{done} attribute tells whether a
         reply was sent.
     """
-    def reply_failed(failure):
+    def reply_failed(failure: Failure) -> None:
         if wants_reply and not respond.done:
             respond(failure.value)
         else:
@@ -65,13 +76,14 @@ class Responder:
 
     __slots__ = ("_send", "_cid", "_warn", "done")
 
-    def __init__(self, send, cid, warn):
+    def __init__(self, send: Callable[[Optional[CallId], Any, Any], object],
+                 cid: Optional[CallId], warn: Callable[[CallId], object]) -> None:
         self._send = send
         self._cid = cid
         self._warn = warn
         self.done = cid is None
 
-    def __call__(self, error=None, data=None):
+    def __call__(self, error: Any = None, data: Any = None) -> None:
         if self.done:
             if self._cid is not None:
                 self._warn(self._cid)
@@ -90,10 +102,10 @@ class EventEmitter:
 
     _log = Logger()
 
-    def __init__(self):
-        self._handlers = {}
+    def __init__(self) -> None:
+        self._handlers: dict[str, list[Handler]] = {}
 
-    def on(self, name, handler):
+    def on(self, name: str, handler: _HandlerT) -> _HandlerT:
         """
         Call C{handler} every time the event C{name} is emitted.
 
@@ -102,17 +114,17 @@ class EventEmitter:
         self._handlers.setdefault(name, []).append(handler)
         return handler
 
-    def once(self, name, handler):
+    def once(self, name: str, handler: Handler) -> Handler:
         """Call C{handler} the next time C{name} is emitted, then forget it."""
 
-        def wrapper(*args):
+        def wrapper(*args: Any) -> Any:
             self.off(name, wrapper)
             return handler(*args)
 
-        wrapper._sc_wrapped = handler
+        wrapper._sc_wrapped = handler  # type: ignore[attr-defined]
         return self.on(name, wrapper)
 
-    def off(self, name=None, handler=None):
+    def off(self, name: Optional[str] = None, handler: Optional[Handler] = None) -> None:
         """
         Remove handlers: one (C{name} and C{handler}), every handler of C{name}
         (C{handler} omitted) or every handler of every event (no arguments).
@@ -135,11 +147,11 @@ class EventEmitter:
         if not handlers:
             del self._handlers[name]
 
-    def listeners(self, name):
+    def listeners(self, name: str) -> list[Handler]:
         """Return a list of the handlers of C{name}."""
         return [getattr(h, "_sc_wrapped", h) for h in self._handlers.get(name, ())]
 
-    def _emit(self, name, *args):
+    def _emit(self, name: str, *args: Any) -> bool:
         handlers = self._handlers.get(name)
         if not handlers:
             return False

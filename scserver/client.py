@@ -40,14 +40,18 @@ import base64
 import binascii
 import json
 import random
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, TypeVar, Union
 
 from autobahn.websocket.util import parse_url
 from twisted.internet import defer
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from . import _engine
-from ._events import EventEmitter, Responder, call_handlers
+from ._events import CallId, EventEmitter, Responder, call_handlers
 from ._transport import SCClientFactory
 from .errors import (
     BadConnectionError,
@@ -60,6 +64,10 @@ from .errors import (
     hydrate_error,
     socket_protocol_error,
 )
+from .interfaces import ICodecEngine
+
+if TYPE_CHECKING:
+    from ._transport import SCClientProtocol
 
 __all__ = ["connect", "SCClientSocket", "SCClientChannel", "decode_auth_token"]
 
@@ -80,7 +88,7 @@ _LOCAL_EVENTS = frozenset([
 ])
 
 
-def connect(url, reactor=None, **options):
+def connect(url: str, reactor: Any = None, **options: Any) -> Deferred["SCClientSocket"]:
     """
     Connect to a SocketCluster server.
 
@@ -99,7 +107,7 @@ def connect(url, reactor=None, **options):
     return SCClientSocket(url, reactor=reactor, **options).connect()
 
 
-def decode_auth_token(signed_token):
+def decode_auth_token(signed_token: object) -> Any:
     """
     Return the payload of a signed JWT, without verifying it.
 
@@ -123,10 +131,10 @@ def decode_auth_token(signed_token):
         return None
 
 
-_default_codec = None
+_default_codec: Optional[ICodecEngine] = None
 
 
-def _get_default_codec():
+def _get_default_codec() -> ICodecEngine:
     global _default_codec
     if _default_codec is None:
         from .codec import JSONCodec
@@ -135,7 +143,7 @@ def _get_default_codec():
     return _default_codec
 
 
-def _call_safely(what, fn, *args):
+def _call_safely(what: str, fn: Callable[..., Any], *args: Any) -> Any:
     try:
         return fn(*args)
     except Exception:
@@ -147,13 +155,18 @@ class _Buffered:
 
     __slots__ = ("event", "data", "callback", "cid", "deadline", "timer")
 
-    def __init__(self, event, data, callback, cid, deadline, timer):
+    def __init__(self, event: str, data: Any, callback: Optional[Callable[[Any, Any], object]],
+                 cid: Optional[int], deadline: Optional[float],
+                 timer: Optional[IDelayedCall]) -> None:
         self.event = event
         self.data = data
         self.callback = callback
         self.cid = cid
         self.deadline = deadline
         self.timer = timer
+
+
+_WatcherT = TypeVar("_WatcherT", bound=Callable[[Any], object])
 
 
 class SCClientChannel:
@@ -176,20 +189,21 @@ class SCClientChannel:
     __slots__ = ("name", "state", "wait_for_auth", "data", "_socket",
                  "_watchers", "_waiters", "_request_cid")
 
-    def __init__(self, socket, name, wait_for_auth=False, data=None):
+    def __init__(self, socket: "SCClientSocket", name: str, wait_for_auth: bool = False,
+                 data: Any = None) -> None:
         self._socket = socket
         self.name = name
         self.state = self.UNSUBSCRIBED
         self.wait_for_auth = wait_for_auth
         self.data = data
-        self._watchers = []
-        self._waiters = None
-        self._request_cid = None
+        self._watchers: list[Callable[[Any], object]] = []
+        self._waiters: Optional[list[Deferred[SCClientChannel]]] = None
+        self._request_cid: Optional[int] = None
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<SCClientChannel {!r} {}>".format(self.name, self.state)
 
-    def watch(self, handler):
+    def watch(self, handler: _WatcherT) -> _WatcherT:
         """
         Call C{handler(data)} for every publication on this channel.
 
@@ -198,7 +212,7 @@ class SCClientChannel:
         self._watchers.append(handler)
         return handler
 
-    def unwatch(self, handler=None):
+    def unwatch(self, handler: Optional[Callable[[Any], object]] = None) -> None:
         """Stop calling C{handler}, or every watcher when it is omitted."""
         if handler is None:
             del self._watchers[:]
@@ -208,15 +222,15 @@ class SCClientChannel:
             except ValueError:
                 pass
 
-    def watchers(self):
+    def watchers(self) -> list[Callable[[Any], object]]:
         """Return a list of the watchers."""
         return list(self._watchers)
 
-    def unsubscribe(self):
+    def unsubscribe(self) -> None:
         """Unsubscribe the socket from this channel."""
         self._socket.unsubscribe(self.name)
 
-    def when_subscribed(self):
+    def when_subscribed(self) -> Deferred["SCClientChannel"]:
         """
         Return a Deferred firing with this channel once the server
         acknowledged the subscription (at once when it already is).
@@ -228,7 +242,7 @@ class SCClientChannel:
         """
         if self.state == self.SUBSCRIBED:
             return defer.succeed(self)
-        d = defer.Deferred()
+        d: Deferred[SCClientChannel] = defer.Deferred()
         if self.state == self.UNSUBSCRIBED:
             d.errback(InvalidActionError(
                 "Channel {!r} is not subscribed".format(self.name)))
@@ -238,14 +252,14 @@ class SCClientChannel:
         self._waiters.append(d)
         return d
 
-    def _deliver(self, data):
+    def _deliver(self, data: Any) -> None:
         for watcher in list(self._watchers):
             try:
                 watcher(data)
             except Exception:
                 _log.failure("Error in a watcher of channel {channel!r}", channel=self.name)
 
-    def _settle(self, error=None):
+    def _settle(self, error: Any = None) -> None:
         waiters = self._waiters
         if not waiters:
             return
@@ -310,11 +324,13 @@ class SCClientSocket(EventEmitter):
 
     _log = Logger()
 
-    def __init__(self, url, reactor=None, auth_token=None, protocol_version=2,
-                 codec_engine=None, ack_timeout=10, auto_reconnect=True,
-                 reconnect_options=None, headers=None, ssl_context_factory=None,
-                 connect_timeout=20, ping_timeout_disabled=False,
-                 per_message_deflate=False):
+    def __init__(self, url: str, reactor: Any = None, auth_token: Optional[str] = None,
+                 protocol_version: int = 2, codec_engine: Optional[ICodecEngine] = None,
+                 ack_timeout: float = 10, auto_reconnect: bool = True,
+                 reconnect_options: Optional[Mapping[str, float]] = None,
+                 headers: Optional[Mapping[str, str]] = None, ssl_context_factory: Any = None,
+                 connect_timeout: float = 20, ping_timeout_disabled: bool = False,
+                 per_message_deflate: bool = False) -> None:
         """
         @param url: C{ws://} or C{wss://} URL of the server's endpoint.
         @param reactor: the reactor (C{None}: the global one).
@@ -356,16 +372,17 @@ class SCClientSocket(EventEmitter):
         self._secure = is_secure
         self._host = host
         self._port = port
-        self._reactor = reactor
+        self._reactor: Any = reactor
         self._headers = headers
         self._ssl_context_factory = ssl_context_factory
         self._per_message_deflate = per_message_deflate
         self.protocol_version = protocol_version
-        self.codec = codec_engine if codec_engine is not None else _get_default_codec()
+        self.codec: ICodecEngine = (
+            codec_engine if codec_engine is not None else _get_default_codec())
         self.ack_timeout = ack_timeout
         self.connect_timeout = connect_timeout
         self.auto_reconnect = auto_reconnect
-        self.reconnect_options = dict(_RECONNECT_DEFAULTS)
+        self.reconnect_options: dict[str, float] = dict(_RECONNECT_DEFAULTS)
         if reconnect_options:
             unknown = set(reconnect_options) - set(_RECONNECT_DEFAULTS)
             if unknown:
@@ -373,35 +390,37 @@ class SCClientSocket(EventEmitter):
                     "Unknown reconnect options: {}".format(", ".join(sorted(unknown))))
             self.reconnect_options.update(reconnect_options)
         self.ping_timeout_disabled = ping_timeout_disabled
-        self.ping_timeout = ack_timeout if protocol_version == 1 else connect_timeout
+        self.ping_timeout: float = ack_timeout if protocol_version == 1 else connect_timeout
 
-        self.id = None
+        self.id: Optional[str] = None
         self.state = self.CLOSED
         self.auth_state = self.UNAUTHENTICATED
-        self.signed_auth_token = None
-        self.auth_token = None
+        self.signed_auth_token: Optional[str] = None
+        self.auth_token: Any = None
         self.connect_attempts = 0
 
         self._stored_token = auth_token
         EventEmitter.__init__(self)
-        self._channels = {}
+        self._channels: dict[str, SCClientChannel] = {}
         self._cid = 0
-        self._buffer = []
-        self._attempt = None
-        self._protocol = None
-        self._last_protocol = None
-        self._engine = None
-        self._connect_call = None
-        self._reconnect_call = None
-        self._connect_waiters = []
-        self._handshake_error = None
+        self._buffer: list[_Buffered] = []
+        self._attempt: Optional[SCClientFactory] = None
+        self._protocol: Optional[SCClientProtocol] = None
+        self._last_protocol: Optional[SCClientProtocol] = None
+        # The engine of the current connection, or None (Any: ProtocolEngine
+        # is not typed yet, and the code checks the state before using it).
+        self._engine: Any = None
+        self._connect_call: Optional[IDelayedCall] = None
+        self._reconnect_call: Optional[IDelayedCall] = None
+        self._connect_waiters: list[Deferred[SCClientSocket]] = []
+        self._handshake_error: Optional[BaseException] = None
         self._closing_by_user = False
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<SCClientSocket {} id={!r} {}>".format(self.url, self.id, self.state)
 
     @property
-    def reactor(self):
+    def reactor(self) -> Any:
         """The reactor this socket uses."""
         if self._reactor is None:
             from twisted.internet import reactor
@@ -410,13 +429,13 @@ class SCClientSocket(EventEmitter):
         return self._reactor
 
     @property
-    def pending_reconnect(self):
+    def pending_reconnect(self) -> bool:
         """C{True} while an automatic reconnection is scheduled."""
         return self._reconnect_call is not None
 
     # -- events --------------------------------------------------------------
 
-    def _emit_local(self, event, *args):
+    def _emit_local(self, event: str, *args: Any) -> None:
         handlers = self._handlers.get(event)
         if not handlers:
             if event == "error":
@@ -432,7 +451,7 @@ class SCClientSocket(EventEmitter):
 
     # -- connecting ----------------------------------------------------------
 
-    def connect(self):
+    def connect(self) -> Deferred["SCClientSocket"]:
         """
         Connect (or reconnect) to the server.
 
@@ -443,20 +462,20 @@ class SCClientSocket(EventEmitter):
         if self.state == self.OPEN:
             return defer.succeed(self)
 
-        def cancel(d):
+        def cancel(d: Deferred[SCClientSocket]) -> None:
             if d in self._connect_waiters:
                 self._connect_waiters.remove(d)
             if self.state != self.OPEN:
                 self.disconnect()
 
-        d = defer.Deferred(cancel)
+        d: Deferred[SCClientSocket] = defer.Deferred(cancel)
         self._connect_waiters.append(d)
         if self.state == self.CLOSED:
             self._cancel_reconnect()
             self._dial()
         return d
 
-    def _dial(self):
+    def _dial(self) -> None:
         self.state = self.CONNECTING
         self._handshake_error = None
         reactor = self.reactor
@@ -477,25 +496,25 @@ class SCClientSocket(EventEmitter):
             factory.connector = reactor.connectTCP(
                 self._host, self._port, factory, timeout=self.connect_timeout)
 
-    def _connect_timed_out(self):
+    def _connect_timed_out(self) -> None:
         self._connect_call = None
         attempt = self._attempt
         self._closed(4007, None, False)
         if attempt is not None:
             attempt.cancel()
 
-    def _cancel_reconnect(self):
+    def _cancel_reconnect(self) -> None:
         if self._reconnect_call is not None:
             if self._reconnect_call.active():
                 self._reconnect_call.cancel()
             self._reconnect_call = None
 
-    def _reconnect(self):
+    def _reconnect(self) -> None:
         self._reconnect_call = None
         if self.state == self.CLOSED:
             self._dial()
 
-    def _reconnect_delay(self, immediate):
+    def _reconnect_delay(self, immediate: bool) -> float:
         attempt = self.connect_attempts
         self.connect_attempts += 1
         if immediate and attempt == 0:
@@ -506,7 +525,7 @@ class SCClientSocket(EventEmitter):
 
     # -- the transport's seam --------------------------------------------------
 
-    def connection_opened(self, attempt, protocol):
+    def connection_opened(self, attempt: SCClientFactory, protocol: "SCClientProtocol") -> None:
         """
         The WebSocket of C{attempt} opened (called by the transport): make
         its engine and send the handshake.
@@ -536,13 +555,13 @@ class SCClientSocket(EventEmitter):
         self._engine = engine
         self._protocol = self._last_protocol = protocol
 
-        def on_reply(error, status):
+        def on_reply(error: Any, status: Any) -> None:
             if self._engine is engine and self.state == self.CONNECTING:
                 self._handshake_replied(error, status)
 
         engine.emit("#handshake", {"authToken": self._stored_token}, on_reply)
 
-    def receive(self, protocol, payload):
+    def receive(self, protocol: "SCClientProtocol", payload: Union[str, bytes]) -> None:
         """
         Handle one message of the connection C{protocol} (called by the
         transport); a message of a connection that is no longer this
@@ -553,12 +572,13 @@ class SCClientSocket(EventEmitter):
         if protocol is self._protocol:
             self._engine.receive(payload)
 
-    def connection_failed(self, attempt, reason):
+    def connection_failed(self, attempt: SCClientFactory, reason: Failure) -> None:
         """The TCP (or TLS) connection of C{attempt} failed (called by the transport)."""
         if attempt is self._attempt:
             self._closed(1006, reason.getErrorMessage(), False)
 
-    def connection_closed(self, attempt, protocol, code, reason):
+    def connection_closed(self, attempt: SCClientFactory, protocol: "SCClientProtocol",
+                          code: int, reason: Optional[str]) -> None:
         """
         The connection C{protocol} of C{attempt} closed with C{code} and
         C{reason} (called by the transport).
@@ -571,28 +591,28 @@ class SCClientSocket(EventEmitter):
 
     # -- the engine's owner ----------------------------------------------------
 
-    def engine_message(self, payload):
+    def engine_message(self, payload: Union[str, bytes]) -> None:
         """Engine owner: an inbound message (nothing to do for a client)."""
 
-    def engine_handshake(self, cid, data):
+    def engine_handshake(self, cid: Optional[CallId], data: Any) -> None:
         """Engine owner: only a server engine reports a handshake."""
 
-    def engine_pong(self):
+    def engine_pong(self) -> None:
         """Engine owner: only a server engine reports pongs."""
 
-    def engine_raw(self, message):
+    def engine_raw(self, message: Any) -> None:
         """Engine owner: a message that is not a packet; emit C{'raw'}."""
         self._emit_local("raw", message)
 
-    def engine_error(self, error):
+    def engine_error(self, error: Any) -> None:
         """Engine owner: emit C{'error'}."""
         self._emit_local("error", error)
 
-    def engine_closed(self, code, reason, was_open):
+    def engine_closed(self, code: int, reason: Any, was_open: bool) -> None:
         """Engine owner: the connection closed."""
         self._closed(code, reason, was_open)
 
-    def engine_event(self, event, data, cid):
+    def engine_event(self, event: str, data: Any, cid: Optional[CallId]) -> None:
         """Engine owner: the server sent an event."""
         if event == "#publish":
             if type(data) is dict:
@@ -630,12 +650,12 @@ class SCClientSocket(EventEmitter):
             if handlers:
                 call_handlers(handlers, event, data, respond, cid is not None)
 
-    def _responded_twice(self, cid):
+    def _responded_twice(self, cid: CallId) -> None:
         _log.warn("A response to call {cid!r} was already sent", cid=cid)
 
     # -- auth state ------------------------------------------------------------
 
-    def _set_authenticated(self, signed_token):
+    def _set_authenticated(self, signed_token: str) -> None:
         self.signed_auth_token = signed_token
         self.auth_token = decode_auth_token(signed_token)
         if self.auth_state != self.AUTHENTICATED:
@@ -650,7 +670,7 @@ class SCClientSocket(EventEmitter):
             })
         self._emit_local("authenticate", signed_token)
 
-    def _set_unauthenticated(self):
+    def _set_unauthenticated(self) -> None:
         if self.auth_state == self.UNAUTHENTICATED:
             return
         old_state = self.auth_state
@@ -663,7 +683,7 @@ class SCClientSocket(EventEmitter):
 
     # -- handshake and closing -------------------------------------------------
 
-    def _handshake_replied(self, error, status):
+    def _handshake_replied(self, error: Any, status: Any) -> None:
         engine = self._engine
         if error is not None:
             if isinstance(error, BaseException):
@@ -709,7 +729,7 @@ class SCClientSocket(EventEmitter):
         for d in waiters:
             d.callback(self)
 
-    def _closed(self, code, reason, was_open):
+    def _closed(self, code: int, reason: Any, was_open: bool) -> None:
         """
         The connection closed (or the attempt failed): reset the connection
         state, suspend the channels, fail the buffered events, emit the
@@ -733,7 +753,7 @@ class SCClientSocket(EventEmitter):
         reconnect = (self.auto_reconnect and not self._closing_by_user
                      and code != 1000 and not (type(code) is int and code >= 4500))
 
-        error = socket_protocol_error(code, reason)
+        error: Optional[BaseException] = socket_protocol_error(code, reason)
         if error is not None:
             self._emit_local("error", error)
 
@@ -766,7 +786,7 @@ class SCClientSocket(EventEmitter):
             for channel in list(self._channels.values()):
                 channel._settle(_engine.aborted_error(None, code, reason, was_open))
 
-    def disconnect(self, code=1000, reason=None):
+    def disconnect(self, code: int = 1000, reason: Any = None) -> Deferred[None]:
         """
         Close the connection; no automatic reconnection follows.
 
@@ -803,18 +823,21 @@ class SCClientSocket(EventEmitter):
 
     # -- outbound ---------------------------------------------------------------
 
-    def _next_cid(self):
+    def _next_cid(self) -> int:
         self._cid += 1
         return self._cid
 
-    def _buffered_timed_out(self, item):
+    def _buffered_timed_out(self, item: _Buffered) -> None:
         if item in self._buffer:
             self._buffer.remove(item)
             item.timer = None
             error = TimeoutError("Event response for {!r} timed out".format(item.event))
-            _call_safely("the callback of {!r}".format(item.event), item.callback, error, None)
+            # (an item with a timer has a callback)
+            _call_safely("the callback of {!r}".format(item.event), item.callback, error, None)  # type: ignore[arg-type]
 
-    def _transmit(self, event, data=None, callback=None, timeout=True, has_data=None):
+    def _transmit(self, event: str, data: Any = None,
+                  callback: Optional[Callable[[Any, Any], object]] = None, timeout: bool = True,
+                  has_data: Optional[bool] = None) -> Optional[int]:
         """
         Send an event, now when open, else into the buffer while connecting
         or reconnecting.  Raises when it cannot be encoded; a callback gets a
@@ -851,7 +874,7 @@ class SCClientSocket(EventEmitter):
         self._buffer.append(item)
         return cid
 
-    def _forget(self, cid):
+    def _forget(self, cid: Optional[int]) -> None:
         """Stop waiting for the reply to C{cid}, sent or still buffered."""
         for item in self._buffer:
             if item.cid == cid:
@@ -862,7 +885,8 @@ class SCClientSocket(EventEmitter):
         if self._engine is not None:
             self._engine.forget(cid)
 
-    def emit(self, event, data=None, callback=None):
+    def emit(self, event: str, data: Any = None,
+             callback: Optional[Callable[[Any, Any], object]] = None) -> None:
         """
         Send the event C{event} to the server.
 
@@ -880,7 +904,7 @@ class SCClientSocket(EventEmitter):
         """
         self._transmit(event, data, callback)
 
-    def invoke(self, event, data=None):
+    def invoke(self, event: str, data: Any = None) -> Deferred[Any]:
         """
         Send C{event} and wait for the reply.
 
@@ -893,16 +917,17 @@ class SCClientSocket(EventEmitter):
         """
         return self._request(event, data)
 
-    def _request(self, event, data, has_data=None, timeout=True):
-        cids = []
-        d, callback = _engine.reply_deferred(lambda: cids and self._forget(cids[0]))
+    def _request(self, event: str, data: Any, has_data: Optional[bool] = None,
+                 timeout: bool = True) -> Deferred[Any]:
+        cids: list[Optional[int]] = []
+        d, callback = _engine.reply_deferred(lambda: cids and self._forget(cids[0]))  # type: ignore[func-returns-value]
         try:
             cids.append(self._transmit(event, data, callback, timeout=timeout, has_data=has_data))
         except Exception:
             return defer.fail()
         return d
 
-    def send(self, data):
+    def send(self, data: Union[str, bytes]) -> None:
         """
         Send a raw message, bypassing the codec: C{str} as a text frame,
         C{bytes} as a binary one.
@@ -915,7 +940,8 @@ class SCClientSocket(EventEmitter):
 
     # -- pub/sub -----------------------------------------------------------------
 
-    def subscribe(self, channel, wait_for_auth=False, data=None):
+    def subscribe(self, channel: str, wait_for_auth: bool = False,
+                  data: Any = None) -> SCClientChannel:
         """
         Subscribe to C{channel}.
 
@@ -940,18 +966,18 @@ class SCClientSocket(EventEmitter):
             self._try_subscribe(existing)
         return existing
 
-    def _try_subscribe(self, channel):
+    def _try_subscribe(self, channel: SCClientChannel) -> None:
         if self.state != self.OPEN or channel._request_cid is not None:
             return
         if channel.wait_for_auth and self.auth_state != self.AUTHENTICATED:
             return
-        options = {"channel": channel.name}
+        options: dict[str, Any] = {"channel": channel.name}
         if channel.wait_for_auth:
             options["waitForAuth"] = True
         if channel.data is not None:
             options["data"] = channel.data
 
-        def on_reply(error, _data):
+        def on_reply(error: Any, _data: Any) -> None:
             if channel._request_cid != cid:
                 return
             channel._request_cid = None
@@ -976,27 +1002,27 @@ class SCClientSocket(EventEmitter):
         cid = self._transmit("#subscribe", options, on_reply, timeout=False)
         channel._request_cid = cid
 
-    def _process_pending_subscriptions(self):
+    def _process_pending_subscriptions(self) -> None:
         if self.state != self.OPEN:
             return
         for channel in list(self._channels.values()):
             if channel.state == channel.PENDING:
                 self._try_subscribe(channel)
 
-    def _cancel_subscribe_request(self, channel):
+    def _cancel_subscribe_request(self, channel: SCClientChannel) -> None:
         cid = channel._request_cid
         if cid is not None:
             channel._request_cid = None
             self._forget(cid)
 
-    def _suspend_channel(self, channel):
+    def _suspend_channel(self, channel: SCClientChannel) -> None:
         was_subscribed = channel.state == channel.SUBSCRIBED
         channel.state = channel.PENDING
         channel._request_cid = None
         if was_subscribed:
             self._emit_local("unsubscribe", channel.name)
 
-    def _unsubscribe_channel(self, channel, kicked=False):
+    def _unsubscribe_channel(self, channel: SCClientChannel, kicked: bool = False) -> str:
         was = channel.state
         channel.state = channel.UNSUBSCRIBED
         self._cancel_subscribe_request(channel)
@@ -1008,11 +1034,11 @@ class SCClientSocket(EventEmitter):
                 channel.name, "kicked out" if kicked else "unsubscribed")))
         return was
 
-    def _forget_if_unwatched(self, channel):
+    def _forget_if_unwatched(self, channel: SCClientChannel) -> None:
         if not channel._watchers and self._channels.get(channel.name) is channel:
             del self._channels[channel.name]
 
-    def unsubscribe(self, channel):
+    def unsubscribe(self, channel: str) -> None:
         """Unsubscribe from C{channel} (a name)."""
         existing = self._channels.get(channel)
         if existing is None or existing.state == existing.UNSUBSCRIBED:
@@ -1021,16 +1047,16 @@ class SCClientSocket(EventEmitter):
         if self.state == self.OPEN:
             self._transmit("#unsubscribe", channel)
 
-    def channel(self, name):
+    def channel(self, name: str) -> Optional[SCClientChannel]:
         """Return the L{SCClientChannel} called C{name}, or C{None}."""
         return self._channels.get(name)
 
-    def subscriptions(self, include_pending=False):
+    def subscriptions(self, include_pending: bool = False) -> list[str]:
         """Return the names of the subscribed (and perhaps pending) channels."""
         states = ("subscribed", "pending") if include_pending else ("subscribed",)
         return [name for name, ch in self._channels.items() if ch.state in states]
 
-    def is_subscribed(self, channel, include_pending=False):
+    def is_subscribed(self, channel: str, include_pending: bool = False) -> bool:
         """Return C{True} when subscribed (or pending) to C{channel}."""
         existing = self._channels.get(channel)
         if existing is None:
@@ -1038,7 +1064,7 @@ class SCClientSocket(EventEmitter):
         return existing.state == existing.SUBSCRIBED or (
             include_pending and existing.state == existing.PENDING)
 
-    def publish(self, channel, data=None):
+    def publish(self, channel: str, data: Any = None) -> Deferred[Any]:
         """
         Publish C{data} on C{channel}.
 
@@ -1049,7 +1075,7 @@ class SCClientSocket(EventEmitter):
 
     # -- authentication ------------------------------------------------------------
 
-    def authenticate(self, signed_token):
+    def authenticate(self, signed_token: str) -> Deferred[dict[str, Any]]:
         """
         Authenticate with a signed JWT.
 
@@ -1059,9 +1085,9 @@ class SCClientSocket(EventEmitter):
             a L{scserver.errors.TimeoutError} or a
             L{scserver.errors.BadConnectionError}.
         """
-        d = defer.Deferred()
+        d: Deferred[dict[str, Any]] = defer.Deferred()
 
-        def callback(error, status):
+        def callback(error: Any, status: Any) -> None:
             if type(status) is dict and status.get("isAuthenticated") is not None:
                 status = dict(status)
                 status["authError"] = hydrate_error(status.get("authError"))
@@ -1086,7 +1112,7 @@ class SCClientSocket(EventEmitter):
             return defer.fail()
         return d
 
-    def deauthenticate(self):
+    def deauthenticate(self) -> None:
         """
         Forget the auth token and tell the server (C{#removeAuthToken}).
         """

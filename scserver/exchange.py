@@ -13,13 +13,31 @@ encoded and framed at most once per codec in use, however many sockets
 receive it.
 """
 
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
+
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from ._events import EventEmitter
 from .errors import InvalidArgumentsError
+from .interfaces import IBroker, ICodecEngine
+
+if TYPE_CHECKING:
+    from .socket import SCServerSocket
 
 __all__ = ["Exchange", "SCChannel", "Publication"]
+
+Prepare = Callable[[Union[str, bytes]], Any]
+"""
+The type of the C{prepare} callable of L{Publication} and L{Exchange}:
+frames an encoded payload once for many connections.
+"""
+
+Watcher = Callable[[Any], object]
+"""The type of a channel watcher, called with the data of every publication."""
+
+_WatcherT = TypeVar("_WatcherT", bound=Watcher)
 
 
 class Publication:
@@ -33,7 +51,8 @@ class Publication:
 
     __slots__ = ("channel", "data", "_prepare", "_warn", "_frames")
 
-    def __init__(self, channel, data, prepare, warn):
+    def __init__(self, channel: str, data: Any, prepare: Prepare,
+                 warn: Callable[[Any], object]) -> None:
         """
         @param prepare: frames an encoded payload once for many connections
             (C{str}: a text message, C{bytes}: binary).
@@ -44,9 +63,9 @@ class Publication:
         self.data = data
         self._prepare = prepare
         self._warn = warn
-        self._frames = {}
+        self._frames: dict[int, Any] = {}
 
-    def frame(self, codec):
+    def frame(self, codec: ICodecEngine) -> Any:
         """
         Return this publication as a C{#publish} event encoded with C{codec}
         and framed, the same object for every socket that uses C{codec}.
@@ -86,21 +105,21 @@ class SCChannel(EventEmitter):
 
     _log = Logger()
 
-    def __init__(self, name, exchange):
+    def __init__(self, name: str, exchange: "Exchange") -> None:
         EventEmitter.__init__(self)
         self.name = name
         self.state = self.UNSUBSCRIBED
         self._exchange = exchange
-        self._watchers = []
+        self._watchers: list[Watcher] = []
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<SCChannel {!r} {}>".format(self.name, self.state)
 
-    def get_state(self):
+    def get_state(self) -> str:
         """Return L{state}."""
         return self.state
 
-    def subscribe(self):
+    def subscribe(self) -> Deferred["SCChannel"]:
         """
         Subscribe the channel (on the broker, if it is the first local
         subscriber).
@@ -112,21 +131,21 @@ class SCChannel(EventEmitter):
         self.state = self.PENDING
         d = self._exchange._acquire(self.name)
 
-        def subscribed(_):
+        def subscribed(_: object) -> SCChannel:
             if self.state == self.PENDING:
                 self.state = self.SUBSCRIBED
                 self._emit("subscribe", self.name)
                 self._exchange._channel_event("subscribe", self.name)
             return self
 
-        def failed(failure):
+        def failed(failure: Failure) -> Failure:
             if self.state == self.PENDING:
                 self.state = self.UNSUBSCRIBED
             return failure
 
         return d.addCallbacks(subscribed, failed)
 
-    def unsubscribe(self):
+    def unsubscribe(self) -> None:
         """Unsubscribe the channel; its watchers stay (and get nothing)."""
         if self.state == self.UNSUBSCRIBED:
             return
@@ -135,35 +154,35 @@ class SCChannel(EventEmitter):
         self._emit("unsubscribe", self.name)
         self._exchange._channel_event("unsubscribe", self.name)
 
-    def is_subscribed(self, include_pending=False):
+    def is_subscribed(self, include_pending: bool = False) -> bool:
         """Return True when subscribed (or pending, with C{include_pending})."""
         return self.state == self.SUBSCRIBED or (include_pending and self.state == self.PENDING)
 
-    def publish(self, data):
+    def publish(self, data: Any) -> Deferred[Any]:
         """Publish C{data} on this channel; returns a Deferred (see L{Exchange.publish})."""
         return self._exchange.publish(self.name, data)
 
-    def watch(self, handler):
+    def watch(self, handler: _WatcherT) -> _WatcherT:
         """Call C{handler(data)} for every publication on this channel."""
         self._watchers.append(handler)
         return handler
 
-    def unwatch(self, handler=None):
+    def unwatch(self, handler: Optional[Watcher] = None) -> None:
         """Remove C{handler}, or every watcher when it is C{None}."""
         if handler is None:
             del self._watchers[:]
         elif handler in self._watchers:
             self._watchers.remove(handler)
 
-    def watchers(self):
+    def watchers(self) -> list[Watcher]:
         """Return the list of watchers."""
         return list(self._watchers)
 
-    def destroy(self):
+    def destroy(self) -> None:
         """Unsubscribe, drop every watcher, and forget the channel."""
         self._exchange.destroy_channel(self.name)
 
-    def _deliver(self, data):
+    def _deliver(self, data: Any) -> None:
         for handler in list(self._watchers):
             try:
                 handler(data)
@@ -180,7 +199,7 @@ class Exchange(EventEmitter):
 
     _log = Logger()
 
-    def __init__(self, broker, prepare, warn):
+    def __init__(self, broker: IBroker, prepare: Prepare, warn: Callable[[Any], object]) -> None:
         """
         @param broker: the L{scserver.interfaces.IBroker}.
         @param prepare: frames an encoded payload once for many connections
@@ -191,13 +210,15 @@ class Exchange(EventEmitter):
         self.broker = broker
         self._prepare = prepare
         self._warn = warn
-        self._channels = {}
-        self._sockets = {}
-        self._broker_channels = {}
+        self._channels: dict[str, SCChannel] = {}
+        self._sockets: dict[str, dict[SCServerSocket, None]] = {}
+        # channel -> [local subscribers, the Deferreds waiting for the
+        # broker's subscription (None once subscribed)]
+        self._broker_channels: dict[str, list[Any]] = {}
 
     # -- public ----------------------------------------------------------
 
-    def publish(self, channel, data):
+    def publish(self, channel: str, data: Any) -> Deferred[Any]:
         """
         Publish C{data} on C{channel}, to every subscriber in every process.
 
@@ -207,7 +228,7 @@ class Exchange(EventEmitter):
             return fail(InvalidArgumentsError("The channel name must be a string"))
         return maybeDeferred(self.broker.publish, channel, data)
 
-    def subscribe(self, name):
+    def subscribe(self, name: str) -> SCChannel:
         """
         Subscribe the server to C{name}.
 
@@ -218,13 +239,13 @@ class Exchange(EventEmitter):
             lambda f: self._log.failure("Failed to subscribe to {name!r}", f, name=name))
         return channel
 
-    def unsubscribe(self, name):
+    def unsubscribe(self, name: str) -> None:
         """Unsubscribe the server from C{name}."""
         channel = self._channels.get(name)
         if channel is not None:
             channel.unsubscribe()
 
-    def channel(self, name):
+    def channel(self, name: str) -> SCChannel:
         """Return the L{SCChannel} called C{name}, creating it unsubscribed."""
         if type(name) is not str:
             raise InvalidArgumentsError("The channel name must be a string")
@@ -233,7 +254,7 @@ class Exchange(EventEmitter):
             channel = self._channels[name] = SCChannel(name, self)
         return channel
 
-    def destroy_channel(self, name):
+    def destroy_channel(self, name: str) -> None:
         """Unsubscribe and unwatch the channel C{name} and forget it."""
         channel = self._channels.pop(name, None)
         if channel is None:
@@ -241,34 +262,34 @@ class Exchange(EventEmitter):
         channel.unwatch()
         channel.unsubscribe()
 
-    def subscriptions(self, include_pending=False):
+    def subscriptions(self, include_pending: bool = False) -> list[str]:
         """Return the names of the server's subscribed channels."""
         return [name for name, channel in self._channels.items()
                 if channel.is_subscribed(include_pending)]
 
-    def is_subscribed(self, name, include_pending=False):
+    def is_subscribed(self, name: str, include_pending: bool = False) -> bool:
         """Return True when the server is subscribed to C{name}."""
         channel = self._channels.get(name)
         return channel is not None and channel.is_subscribed(include_pending)
 
-    def watch(self, name, handler):
+    def watch(self, name: str, handler: _WatcherT) -> _WatcherT:
         """Watch the channel C{name} (see L{SCChannel.watch})."""
         return self.channel(name).watch(handler)
 
-    def unwatch(self, name, handler=None):
+    def unwatch(self, name: str, handler: Optional[Watcher] = None) -> None:
         """Unwatch the channel C{name} (see L{SCChannel.unwatch})."""
         channel = self._channels.get(name)
         if channel is not None:
             channel.unwatch(handler)
 
-    def watchers(self, name):
+    def watchers(self, name: str) -> list[Watcher]:
         """Return the watchers of the channel C{name}."""
         channel = self._channels.get(name)
         return channel.watchers() if channel is not None else []
 
     # -- broker interest -------------------------------------------------
 
-    def _acquire(self, channel):
+    def _acquire(self, channel: str) -> Deferred[None]:
         """
         Note one more local subscriber of C{channel}; subscribe the broker
         when it is the first.  Returns a Deferred fired once the broker is
@@ -277,8 +298,8 @@ class Exchange(EventEmitter):
         state = self._broker_channels.get(channel)
         if state is None:
             state = self._broker_channels[channel] = [1, []]
-            waiters = state[1]
-            waiter = Deferred()
+            waiters: list[Deferred[None]] = state[1]
+            waiter: Deferred[None] = Deferred()
             waiters.append(waiter)
             d = maybeDeferred(self.broker.subscribe, channel)
             d.addCallbacks(self._broker_subscribed, self._broker_failed,
@@ -291,7 +312,7 @@ class Exchange(EventEmitter):
         state[1].append(waiter)
         return waiter
 
-    def _broker_subscribed(self, _, channel, waiters):
+    def _broker_subscribed(self, _: object, channel: str, waiters: list[Deferred[None]]) -> None:
         state = self._broker_channels.get(channel)
         if state is not None and state[1] is waiters:
             state[1] = None
@@ -300,14 +321,15 @@ class Exchange(EventEmitter):
         for waiter in waiters:
             waiter.callback(None)
 
-    def _broker_failed(self, failure, channel, waiters):
+    def _broker_failed(self, failure: Failure, channel: str,
+                       waiters: list[Deferred[None]]) -> None:
         state = self._broker_channels.get(channel)
         if state is not None and state[1] is waiters:
             del self._broker_channels[channel]
         for waiter in waiters:
             waiter.errback(failure)
 
-    def _release(self, channel):
+    def _release(self, channel: str) -> None:
         """Note one less local subscriber of C{channel}."""
         state = self._broker_channels.get(channel)
         if state is None:
@@ -316,16 +338,16 @@ class Exchange(EventEmitter):
         if state[0] <= 0 and state[1] is None:
             self._unsubscribe_broker(channel)
 
-    def _unsubscribe_broker(self, channel):
+    def _unsubscribe_broker(self, channel: str) -> None:
         del self._broker_channels[channel]
         maybeDeferred(self.broker.unsubscribe, channel).addErrback(
             lambda f: self._log.failure(
                 "Failed to unsubscribe the broker from {channel!r}", f, channel=channel))
 
-    def _channel_event(self, event, name):
+    def _channel_event(self, event: str, name: str) -> None:
         self._emit(event, name)
 
-    def add_subscriber(self, socket, channel):
+    def add_subscriber(self, socket: "SCServerSocket", channel: str) -> Deferred[None]:
         """
         Note that C{socket} subscribed to C{channel} (called by the socket).
 
@@ -338,7 +360,7 @@ class Exchange(EventEmitter):
         sockets[socket] = None
         d = self._acquire(channel)
 
-        def failed(failure):
+        def failed(failure: Failure) -> Failure:
             members = self._sockets.get(channel)
             if members is not None:
                 members.pop(socket, None)
@@ -348,7 +370,7 @@ class Exchange(EventEmitter):
 
         return d.addErrback(failed)
 
-    def remove_subscriber(self, socket, channel):
+    def remove_subscriber(self, socket: "SCServerSocket", channel: str) -> None:
         """Note that C{socket} left C{channel} (called by the socket)."""
         sockets = self._sockets.get(channel)
         if sockets is None or socket not in sockets:
@@ -360,7 +382,7 @@ class Exchange(EventEmitter):
 
     # -- delivery --------------------------------------------------------
 
-    def deliver(self, channel, data):
+    def deliver(self, channel: str, data: Any) -> None:
         """
         Hand a publication from the broker to the local subscribers of
         C{channel}: every socket, then the watchers of the server-side

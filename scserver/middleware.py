@@ -19,7 +19,7 @@ previous one allowed the action; the first block ends the chain.
 """
 
 import inspect
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from twisted.internet.defer import Deferred, ensureDeferred
 
@@ -82,6 +82,12 @@ class Request:
     def __init__(self, type: str, **attributes: Any) -> None:
         self.type = type
         self.__dict__.update(attributes)
+
+    if TYPE_CHECKING:
+        # For type checkers only: the attributes are set from the keywords.
+        def __getattr__(self, name: str) -> Any: ...
+
+        def __setattr__(self, name: str, value: Any) -> None: ...
 
     def __repr__(self) -> str:
         fields = ", ".join(

@@ -459,7 +459,7 @@ def resolve_broker(value: object, reactor: Any, label: str = "broker") -> IBroke
     if kind == "memory":
         from .brokers.memory import MemoryBroker
 
-        return MemoryBroker()  # type: ignore[no-untyped-call]  # (memory.py is untyped)
+        return MemoryBroker()
     if kind == "url":
         broker: IBroker = _redis_broker_class(label, obj).from_url(
             obj, reactor=reactor)

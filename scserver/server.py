@@ -2,14 +2,19 @@
 L{SCServer}: a SocketCluster server, as a Twisted service.
 """
 
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
-from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import Logger
+from zope.interface import implementer
+from twisted.python.failure import Failure
 
 from ._events import EventEmitter
 from .errors import InvalidActionError, InvalidArgumentsError
 from .exchange import Exchange
+from .interfaces import IAuthEngine, IBroker, ICodecEngine
 from .middleware import (
     MIDDLEWARE_AUTHENTICATE,
     MIDDLEWARE_EMIT,
@@ -21,34 +26,40 @@ from .middleware import (
     MiddlewareChain,
 )
 from .options import resolve_broker, resolve_codec_engine, validate_options
-from .socket import SCServerSocket
+from .socket import IServerSocketOutput, ISocketRegistry, SCServerSocket
+
+if TYPE_CHECKING:
+    from twisted.web.resource import IResource
+
+    from ._transport import UpgradeRequest
 
 __all__ = ["SCServer", "listen"]
 
 
+@implementer(ISocketRegistry)
 class _SocketRegistry:
     """
     The sockets of one server by state, and the connections to wait for on
     close (an L{scserver.socket.ISocketRegistry}).
     """
 
-    def __init__(self):
-        self.pending = {}
-        self.clients = {}
-        self.connections = {}
+    def __init__(self) -> None:
+        self.pending: dict[str, SCServerSocket] = {}
+        self.clients: dict[str, SCServerSocket] = {}
+        self.connections: dict[str, Any] = {}
 
-    def add(self, socket, output):
+    def add(self, socket: SCServerSocket, output: IServerSocketOutput) -> None:
         """A new socket, in its handshake, writing to C{output}."""
         self.pending[socket.id] = socket
         if getattr(output, "closed", None) is not None:
             self.connections[socket.id] = output
 
-    def promote(self, socket):
+    def promote(self, socket: SCServerSocket) -> None:
         """C{socket} completed its handshake."""
         self.pending.pop(socket.id, None)
         self.clients[socket.id] = socket
 
-    def remove(self, socket):
+    def remove(self, socket: SCServerSocket) -> None:
         """C{socket} closed."""
         self.pending.pop(socket.id, None)
         self.clients.pop(socket.id, None)
@@ -88,53 +99,53 @@ class SCServer(EventEmitter, Service):
 
     _log = Logger()
 
-    def __init__(self, reactor=None, **options):
+    def __init__(self, reactor: Any = None, **options: Any) -> None:
         EventEmitter.__init__(self)
         if reactor is None:
             from twisted.internet import reactor
-        self.reactor = reactor
-        self.options = validate_options(options)
-        self.codec = resolve_codec_engine(self.options["codec_engine"])
-        self.middleware = MiddlewareChain(
+        self.reactor: Any = reactor
+        self.options: dict[str, Any] = validate_options(options)
+        self.codec: ICodecEngine = resolve_codec_engine(self.options["codec_engine"])
+        self.middleware: MiddlewareChain = MiddlewareChain(
             self._warn, emit_warnings=self.options["middleware_emit_warnings"])
         from .auth import AuthConfig, JWTAuthEngine
-        self.auth_config = AuthConfig.from_options(self.options, log=self._log)
-        self.auth_engine = JWTAuthEngine(now=getattr(reactor, "seconds", None))
-        self.broker = resolve_broker(self.options["broker"], reactor)
-        self.exchange = Exchange(self.broker, self._prepare_message, self._warn)
+        self.auth_config: AuthConfig = AuthConfig.from_options(self.options, log=self._log)
+        self.auth_engine: IAuthEngine = JWTAuthEngine(now=getattr(reactor, "seconds", None))
+        self.broker: IBroker = resolve_broker(self.options["broker"], reactor)
+        self.exchange: Exchange = Exchange(self.broker, self._prepare_message, self._warn)
         self._registry = _SocketRegistry()
-        self.clients = self._registry.clients
-        self.pending_clients = self._registry.pending
+        self.clients: dict[str, SCServerSocket] = self._registry.clients
+        self.pending_clients: dict[str, SCServerSocket] = self._registry.pending
         self.is_ready = False
-        self._ports = []
-        self._resource = None
+        self._ports: list[IListeningPort] = []
+        self._resource: Optional[IResource] = None
         from ._transport import SCServerFactory
-        self.factory = SCServerFactory(self, reactor)
-        self._start = None
-        self._closing = None
+        self.factory: SCServerFactory = SCServerFactory(self, reactor)
+        self._start: Optional[Deferred[Any]] = None
+        self._closing: Optional[Deferred[Any]] = None
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<SCServer {} clients>".format(len(self.clients))
 
     # -- properties ------------------------------------------------------
 
     @property
-    def clients_count(self):
+    def clients_count(self) -> int:
         """The number of sockets past the handshake."""
         return len(self.clients)
 
     @property
-    def pending_clients_count(self):
+    def pending_clients_count(self) -> int:
         """The number of sockets still in the handshake."""
         return len(self.pending_clients)
 
     @property
-    def path(self):
+    def path(self) -> str:
         """The URL path of the WebSocket endpoint."""
         return self.options["path"]
 
     @property
-    def resource(self):
+    def resource(self) -> "IResource":
         """
         A C{twisted.web} resource serving this server's WebSocket endpoint,
         to put into an existing site (at the C{path} option, typically).
@@ -147,17 +158,17 @@ class SCServer(EventEmitter, Service):
 
     # -- configuration ---------------------------------------------------
 
-    def set_codec_engine(self, codec):
+    def set_codec_engine(self, codec: Union[ICodecEngine, str, None]) -> None:
         """Use C{codec} (an L{scserver.interfaces.ICodecEngine}) for new sockets."""
         self.codec = resolve_codec_engine(codec)
 
-    def set_auth_engine(self, engine):
+    def set_auth_engine(self, engine: IAuthEngine) -> None:
         """Use C{engine} (an L{scserver.interfaces.IAuthEngine}) to sign and verify tokens."""
         if not (hasattr(engine, "sign_token") and hasattr(engine, "verify_token")):
             raise InvalidArgumentsError("The auth engine must provide IAuthEngine")
         self.auth_engine = engine
 
-    def add_middleware(self, type, fn):
+    def add_middleware(self, type: str, fn: Callable[..., Any]) -> None:
         """
         Add the middleware C{fn(req, next)} of C{type} (one of the
         C{MIDDLEWARE_*} constants).
@@ -166,13 +177,13 @@ class SCServer(EventEmitter, Service):
         """
         self.middleware.add(type, fn)
 
-    def remove_middleware(self, type, fn):
+    def remove_middleware(self, type: str, fn: Callable[..., Any]) -> None:
         """Remove the middleware C{fn} of C{type}."""
         self.middleware.remove(type, fn)
 
     # -- events ----------------------------------------------------------
 
-    def emit(self, event, *args):
+    def emit(self, event: str, *args: Any) -> bool:
         """
         Fire the server event C{event} (C{'connection'}, C{'warning'}, ...)
         with C{args}: every handler added with C{on} is called.
@@ -183,7 +194,7 @@ class SCServer(EventEmitter, Service):
 
     # -- service ---------------------------------------------------------
 
-    def startService(self):
+    def startService(self) -> None:
         """
         Start the broker; the C{'ready'} event follows once it is ready.
 
@@ -195,25 +206,25 @@ class SCServer(EventEmitter, Service):
         Service.startService(self)
         self._ensure_started()
 
-    def _ensure_started(self):
+    def _ensure_started(self) -> Deferred[Any]:
         if self._start is None:
             self._start = maybeDeferred(self.broker.start, self.exchange.deliver)
             self._start.addCallbacks(self._ready, self._broker_failed)
         return self._start
 
-    def _ready(self, _):
+    def _ready(self, _: object) -> None:
         self.is_ready = True
         self._emit("ready")
 
-    def _broker_failed(self, failure):
+    def _broker_failed(self, failure: Failure) -> None:
         self._emit("error", failure.value)
         self._log.failure("The broker failed to start", failure)
 
-    def stopService(self):
+    def stopService(self) -> Deferred[Any]:
         """Close the server (see L{close})."""
         return self.close()
 
-    def listen(self, endpoint):
+    def listen(self, endpoint: Union[str, int, IStreamServerEndpoint]) -> Deferred[IListeningPort]:
         """
         Listen for connections on C{endpoint}: an endpoint description
         string (C{"tcp:8000:interface=127.0.0.1"}), a port number, or an
@@ -233,15 +244,17 @@ class SCServer(EventEmitter, Service):
                 "listen() takes an endpoint string, a port number or an IStreamServerEndpoint")
         if not self.running:
             self.startService()
-        d = endpoint.listen(self.factory)
+        # endpoint is an IStreamServerEndpoint here (mypy cannot tell: the
+        # endpoint functions above are untyped).
+        d = endpoint.listen(self.factory)  # type: ignore[union-attr]
 
-        def listening(port):
+        def listening(port: IListeningPort) -> IListeningPort:
             self._ports.append(port)
             return port
 
         return d.addCallback(listening)
 
-    def close(self):
+    def close(self) -> Deferred[Any]:
         """
         Stop the service: stop listening, close every socket (1001), stop
         the broker.  Once the returned Deferred has fired, L{listen} starts
@@ -255,7 +268,7 @@ class SCServer(EventEmitter, Service):
         if self.running:
             Service.stopService(self)
         self.is_ready = False
-        waits = [maybeDeferred(port.stopListening) for port in self._ports]
+        waits: list[Deferred[Any]] = [maybeDeferred(port.stopListening) for port in self._ports]
         self._ports = []
         waits.extend(_when_closed(connection)
                      for connection in list(self._registry.connections.values()))
@@ -267,14 +280,15 @@ class SCServer(EventEmitter, Service):
         d.addBoth(self._stopped)
         return _chain(d)
 
-    def _stopped(self, result):
+    def _stopped(self, result: object) -> object:
         self._start = None
         self._closing = None
         return result
 
     # -- sockets ---------------------------------------------------------
 
-    def accept(self, output, request=None, clock=None):
+    def accept(self, output: IServerSocketOutput, request: Optional["UpgradeRequest"] = None,
+               clock: Any = None) -> SCServerSocket:
         """
         Make the L{scserver.SCServerSocket} of a new WebSocket connection
         (called by the transport, and by L{scserver.testing}).  The socket
@@ -289,34 +303,35 @@ class SCServer(EventEmitter, Service):
         @return: the socket.
         """
         self._ensure_started()
+        # _SocketRegistry provides ISocketRegistry without declaring it.
         socket = SCServerSocket(self, output, self._registry, request, clock=clock)
         self._registry.add(socket, output)
         self.emit("handshake", socket)
         return socket
 
-    def _prepare_message(self, payload):
+    def _prepare_message(self, payload: Any) -> Any:
         if type(payload) is str:
             return self.factory.prepareMessage(payload.encode("utf-8"), False)
         return self.factory.prepareMessage(bytes(payload), True)
 
-    def _warn(self, error):
+    def _warn(self, error: Any) -> None:
         self._emit("warning", error)
 
 
-def _chain(d):
+def _chain(d: Deferred[Any]) -> Deferred[Any]:
     """A Deferred that fires with C{d}'s result, leaving C{d} itself alone."""
-    waiter = Deferred()
+    waiter: Deferred[Any] = Deferred()
     d.addBoth(waiter.callback)
     return waiter
 
 
-def _when_closed(protocol):
+def _when_closed(protocol: Any) -> Deferred[None]:
     closed = protocol.closed
     if closed is None:
         return succeed(None)
-    waiter = Deferred()
+    waiter: Deferred[None] = Deferred()
 
-    def fire(result):
+    def fire(result: object) -> object:
         waiter.callback(None)
         return result
 
@@ -324,7 +339,8 @@ def _when_closed(protocol):
     return waiter
 
 
-def listen(endpoint, reactor=None, **options):
+def listen(endpoint: Union[str, int, IStreamServerEndpoint], reactor: Any = None,
+           **options: Any) -> Deferred[SCServer]:
     """
     Create an L{SCServer} with C{options} and listen on C{endpoint}.
 

@@ -20,13 +20,16 @@ import threading
 import base64
 import time as _time
 
-from twisted.internet.defer import ensureDeferred, fail, maybeDeferred
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+
+from twisted.internet.defer import Deferred, ensureDeferred, fail, maybeDeferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
 from . import _engine
 from ._engine import IEngineOutput, IEngineOwner
-from ._events import EventEmitter, Responder, call_handlers
+from ._events import CallId, EventEmitter, Responder, call_handlers
 from .errors import (
     AuthTokenError,
     AuthTokenExpiredError,
@@ -39,6 +42,7 @@ from .errors import (
     dehydrate_error,
     socket_protocol_error,
 )
+from .interfaces import ICodecEngine
 from .middleware import (
     MIDDLEWARE_AUTHENTICATE,
     MIDDLEWARE_EMIT,
@@ -46,8 +50,14 @@ from .middleware import (
     MIDDLEWARE_PUBLISH_IN,
     MIDDLEWARE_PUBLISH_OUT,
     MIDDLEWARE_SUBSCRIBE,
+    Blocked,
     Request,
 )
+
+if TYPE_CHECKING:
+    from ._transport import UpgradeRequest
+    from .exchange import Publication
+    from .server import SCServer
 
 __all__ = ["SCServerSocket", "IServerSocketOutput", "ISocketRegistry"]
 
@@ -66,7 +76,7 @@ _id_lock = threading.Lock()
 _id_sequence = [0]
 
 
-def generate_id():
+def generate_id() -> str:
     """
     Return a new socket id in SocketCluster's base64id form: 12 random bytes
     and a 24-bit sequence number, URL-safe base64, 20 characters.
@@ -78,12 +88,12 @@ def generate_id():
     return base64.urlsafe_b64encode(raw).decode("ascii")
 
 
-def _is_auth_error(error):
+def _is_auth_error(error: object) -> bool:
     return isinstance(error, (AuthTokenExpiredError, AuthTokenInvalidError,
                               AuthTokenNotBeforeError, AuthTokenError))
 
 
-def _server_error():
+def _server_error() -> UnknownError:
     """What a client is told when the server failed unexpectedly (nothing of the cause)."""
     return UnknownError("Server error")
 
@@ -94,7 +104,7 @@ class IServerSocketOutput(IEngineOutput):
     delivery of a message framed once for many sockets.
     """
 
-    def write_prepared(prepared):
+    def write_prepared(prepared: Any) -> None:
         """
         Send a message prepared once for every recipient (see
         L{scserver.exchange.Publication.frame}).
@@ -107,10 +117,10 @@ class ISocketRegistry(Interface):
     transitions to it.
     """
 
-    def promote(socket):
+    def promote(socket: "SCServerSocket") -> None:
         """C{socket} completed its handshake: it is a client now."""
 
-    def remove(socket):
+    def remove(socket: "SCServerSocket") -> None:
         """C{socket} closed."""
 
 
@@ -140,7 +150,9 @@ class SCServerSocket(EventEmitter):
 
     _log = Logger()
 
-    def __init__(self, server, output, registry, request=None, clock=None):
+    def __init__(self, server: "SCServer", output: IServerSocketOutput,
+                 registry: ISocketRegistry, request: Optional["UpgradeRequest"] = None,
+                 clock: Any = None) -> None:
         """
         Sockets are made by L{scserver.SCServer.accept}.
 
@@ -154,18 +166,18 @@ class SCServerSocket(EventEmitter):
         self.server = server
         self.exchange = server.exchange
         self.request = request
-        self.remote_address = getattr(request, "remote_address", None)
+        self.remote_address: Optional[str] = getattr(request, "remote_address", None)
         self.id = generate_id()
-        self.auth_token = None
-        self.signed_auth_token = None
+        self.auth_token: Optional[dict[str, Any]] = None
+        self.signed_auth_token: Optional[str] = None
         self.auth_state = self.UNAUTHENTICATED
-        self.codec = server.codec
+        self.codec: ICodecEngine = server.codec
         self._output = output
         self._registry = registry
-        self._clock = clock if clock is not None else server.reactor
-        self._channels = {}
+        self._clock: Any = clock if clock is not None else server.reactor
+        self._channels: dict[str, bool] = {}
         self._bytes_received = 0
-        self._expired = None
+        self._expired: Optional[Exception] = None
         options = server.options
         self._engine = _engine.ProtocolEngine(
             self.codec, self._clock, self, output,
@@ -179,7 +191,8 @@ class SCServerSocket(EventEmitter):
             strict_handshake=options["strict_handshake"],
             batch_duration=options["pub_sub_batch_duration"],
         )
-        self._protocol_handlers = {
+        self._protocol_handlers: dict[
+                str, Callable[[Any, Optional[CallId], Optional[Exception]], None]] = {
             "#subscribe": self._on_subscribe,
             "#unsubscribe": self._on_unsubscribe,
             "#publish": self._on_publish,
@@ -187,44 +200,45 @@ class SCServerSocket(EventEmitter):
             "#removeAuthToken": self._on_remove_auth_token,
         }
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<SCServerSocket {} {}>".format(self.id, self.state)
 
     # -- state -----------------------------------------------------------
 
     @property
-    def state(self):
+    def state(self) -> str:
         """C{'connecting'}, C{'open'} or C{'closed'}."""
         return self._engine.state
 
     @property
-    def protocol_version(self):
+    def protocol_version(self) -> Optional[int]:
         """1 or 2 once known (from the first pong, or forced); else C{None}."""
         return self._engine.protocol_version
 
-    def get_state(self):
+    def get_state(self) -> str:
         """Return L{state}."""
         return self.state
 
-    def get_bytes_received(self):
+    def get_bytes_received(self) -> int:
         """Return the number of bytes received on this connection."""
         return self._bytes_received
 
-    def get_auth_token(self):
+    def get_auth_token(self) -> Optional[dict[str, Any]]:
         """Return the decoded auth token, or C{None}."""
         return self.auth_token
 
-    def subscriptions(self):
+    def subscriptions(self) -> list[str]:
         """Return the channels this socket is subscribed to, as a list."""
         return list(self._channels)
 
-    def is_subscribed(self, channel):
+    def is_subscribed(self, channel: str) -> bool:
         """Return True when this socket is subscribed to C{channel}."""
         return channel in self._channels
 
     # -- sending ---------------------------------------------------------
 
-    def emit(self, event, data=None, callback=None):
+    def emit(self, event: str, data: Any = None,
+             callback: Optional[Callable[[Any, Any], object]] = None) -> None:
         """
         Send the event C{event} with C{data} to the client.
 
@@ -249,7 +263,7 @@ class SCServerSocket(EventEmitter):
             if callback is not None:
                 callback(e, None)
 
-    def invoke(self, event, data=None):
+    def invoke(self, event: str, data: Any = None) -> Deferred[Any]:
         """
         Send C{event} and wait for the client's reply.
 
@@ -264,11 +278,11 @@ class SCServerSocket(EventEmitter):
                 .format(event)))
         return self._engine.invoke(event, _engine.MISSING if data is None else data)
 
-    def send(self, data):
+    def send(self, data: Union[str, bytes]) -> None:
         """Send C{data} as a raw message (no codec): C{str} as text, C{bytes} as binary."""
         self._engine.send_raw(data)
 
-    def disconnect(self, code=1000, reason=None):
+    def disconnect(self, code: int = 1000, reason: Any = None) -> None:
         """
         Close the connection with C{code} (1000, or 4000-4999 for
         applications) and C{reason}.
@@ -279,11 +293,12 @@ class SCServerSocket(EventEmitter):
             raise InvalidArgumentsError("If specified, the code argument must be a number")
         self._engine.close(code, reason)
 
-    def destroy(self, code=1000, reason=None):
+    def destroy(self, code: int = 1000, reason: Any = None) -> None:
         """Disconnect (an alias kept for SocketCluster's API)."""
         self.disconnect(code, reason)
 
-    def kick_out(self, channel=None, message=None):
+    def kick_out(self, channel: Union[str, list[str], tuple[str, ...], set[str], None] = None,
+                 message: Any = None) -> None:
         """
         Unsubscribe the socket from C{channel} (a name or a list of names;
         every channel when C{None}) and tell the client with C{#kickOut}.
@@ -297,7 +312,7 @@ class SCServerSocket(EventEmitter):
         for name in channels:
             self._channels.pop(name, None)
             self.exchange.remove_subscriber(self, name)
-            data = {}
+            data: dict[str, Any] = {}
             if message is not None:
                 data["message"] = message
             data["channel"] = name
@@ -305,7 +320,7 @@ class SCServerSocket(EventEmitter):
 
     # -- the transport's seam --------------------------------------------
 
-    def receive(self, payload):
+    def receive(self, payload: Union[str, bytes]) -> None:
         """
         Handle one inbound WebSocket message (called by the transport).
 
@@ -324,7 +339,7 @@ class SCServerSocket(EventEmitter):
         finally:
             self._expired = None
 
-    def connection_lost(self, code, reason=None):
+    def connection_lost(self, code: int, reason: Optional[str] = None) -> None:
         """
         The connection is gone (called by the transport): the peer closed
         it with C{code} and C{reason}, it dropped (1006), or the transport
@@ -336,7 +351,7 @@ class SCServerSocket(EventEmitter):
         except Exception:
             self._log.failure("Unexpected error closing socket {id}", id=self.id)
 
-    def deliver(self, publication):
+    def deliver(self, publication: "Publication") -> None:
         """
         Send one publication of a subscribed channel to this client (called
         by the exchange).
@@ -359,46 +374,47 @@ class SCServerSocket(EventEmitter):
         req = Request(MIDDLEWARE_PUBLISH_OUT, socket=self, channel=channel,
                       data=copy.deepcopy(publication.data), auth_token_expired_error=None)
 
-        def done(blocked):
+        def done(blocked: Optional[Blocked]) -> None:
             if blocked is None and channel in self._channels:
                 self._engine.send_packet(
                     {"event": "#publish", "data": {"channel": channel, "data": req.data}})
 
-        middleware.run(MIDDLEWARE_PUBLISH_OUT, req).addCallback(done).addErrback(
+        # run() returns a Deferred (not None) when has() is true.
+        middleware.run(MIDDLEWARE_PUBLISH_OUT, req).addCallback(done).addErrback(  # type: ignore[union-attr]
             self._failed, "publishOut middleware", None)
 
     # -- engine owner ----------------------------------------------------
 
-    def engine_message(self, message):
+    def engine_message(self, message: Union[str, bytes]) -> None:
         """Engine owner: count the message's bytes, emit C{'message'}."""
         if type(message) is bytes:
             self._bytes_received += len(message)
         else:
-            self._bytes_received += len(message.encode("utf-8")) if not message.isascii() else len(message)
+            self._bytes_received += len(message.encode("utf-8")) if not message.isascii() else len(message)  # type: ignore[union-attr]
         if self._handlers.get("message"):
             self._emit("message", message)
 
-    def engine_raw(self, message):
+    def engine_raw(self, message: Any) -> None:
         """Engine handler: a message that is neither an event nor a reply."""
         self._emit("raw", message)
 
-    def engine_error(self, error):
+    def engine_error(self, error: Any) -> None:
         """Engine handler: report an error on this socket."""
         self._emit_error(error)
 
-    def engine_pong(self):
+    def engine_pong(self) -> None:
         """Engine handler: a pong arrived (its expiry check was done on arrival)."""
 
-    def engine_closed(self, code, reason, was_open):
+    def engine_closed(self, code: int, reason: Any, was_open: bool) -> None:
         """Engine handler: the connection closed."""
         self._closed(code, reason, was_open)
 
-    def engine_handshake(self, cid, data):
+    def engine_handshake(self, cid: Optional[CallId], data: Any) -> None:
         """Engine handler: the client sent C{#handshake}."""
         d = ensureDeferred(self._handshake(cid, data))
         d.addErrback(self._handshake_failed)
 
-    def engine_event(self, event, data, cid):
+    def engine_event(self, event: str, data: Any, cid: Optional[CallId]) -> None:
         """Engine handler: the client sent an event (protocol or application)."""
         expired = self._expired
         handler = self._protocol_handlers.get(event)
@@ -414,32 +430,34 @@ class SCServerSocket(EventEmitter):
         req = Request(MIDDLEWARE_EMIT, socket=self, event=event, data=data,
                       auth_token_expired_error=expired)
 
-        def done(blocked):
+        def done(blocked: Optional[Blocked]) -> None:
             if blocked is not None:
                 self._engine.respond(cid, blocked.error)
             elif self.state != self.CLOSED:
                 self._dispatch_event(event, req.data, cid)
 
-        middleware.run(MIDDLEWARE_EMIT, req).addCallback(done).addErrback(
+        # run() returns a Deferred (not None) when has() is true.
+        middleware.run(MIDDLEWARE_EMIT, req).addCallback(done).addErrback(  # type: ignore[union-attr]
             self._failed, "emit middleware", cid)
 
     # -- client events ---------------------------------------------------
 
-    def _dispatch_event(self, event, data, cid):
+    def _dispatch_event(self, event: str, data: Any, cid: Optional[CallId]) -> None:
         handlers = self._handlers.get(event)
         if handlers:
             respond = Responder(self._engine.respond, cid, self._responded_twice)
             call_handlers(handlers, event, data, respond, cid is not None)
 
-    def _responded_twice(self, cid):
+    def _responded_twice(self, cid: CallId) -> None:
         self.server.emit("warning", InvalidActionError(
             "Response {} has already been sent".format(cid)))
 
     # -- handshake -------------------------------------------------------
 
-    async def _handshake(self, cid, data):
+    async def _handshake(self, cid: Optional[CallId], data: Any) -> None:
         server = self.server
         signed = data.get("authToken") if type(data) is dict else None
+        blocked: Union[Deferred[Optional[Blocked]], Blocked, None]
         blocked = server.middleware.run(MIDDLEWARE_HANDSHAKE_SC, Request(
             MIDDLEWARE_HANDSHAKE_SC, socket=self))
         if blocked is not None:
@@ -475,7 +493,7 @@ class SCServerSocket(EventEmitter):
         if self.state != self.CLOSED:
             self._engine.respond(cid, None, status)
 
-    def _reject_handshake(self, cid, blocked):
+    def _reject_handshake(self, cid: Optional[CallId], blocked: Blocked) -> None:
         error = blocked.error
         code = blocked.value if type(blocked.value) is int else None
         if code is None:
@@ -489,12 +507,12 @@ class SCServerSocket(EventEmitter):
         self._engine.respond(cid, wire, {"code": code})
         self.disconnect(code)
 
-    def _handshake_failed(self, failure):
+    def _handshake_failed(self, failure: Failure) -> None:
         self._fail("the handshake", failure)
 
     # -- authentication --------------------------------------------------
 
-    async def _verify_and_authenticate(self, signed):
+    async def _verify_and_authenticate(self, signed: Any) -> tuple[Optional[Exception], bool]:
         """
         Verify C{signed} and run the authenticate middleware.
 
@@ -523,6 +541,7 @@ class SCServerSocket(EventEmitter):
         self.auth_token = token
         self.signed_auth_token = signed
         self.auth_state = self.AUTHENTICATED
+        blocked: Union[Deferred[Optional[Blocked]], Blocked, None]
         blocked = server.middleware.run(MIDDLEWARE_AUTHENTICATE, Request(
             MIDDLEWARE_AUTHENTICATE, socket=self, auth_token=token, signed_auth_token=signed))
         if blocked is not None:
@@ -536,18 +555,19 @@ class SCServerSocket(EventEmitter):
             return blocked.error, blocked.value is True
         return None, False
 
-    def _bad_token(self, error, signed):
+    def _bad_token(self, error: Optional[Exception], signed: Optional[str]) -> None:
         info = {"authError": error, "signedAuthToken": signed}
         self._emit_error(error)
         self._emit("badAuthToken", info)
         self.server.emit("badSocketAuthToken", self, info)
         self.deauthenticate()
 
-    def _on_authenticate(self, data, cid, expired):
+    def _on_authenticate(self, data: Any, cid: Optional[CallId],
+                         expired: Optional[Exception]) -> None:
         old_state = self.auth_state
         d = ensureDeferred(self._verify_and_authenticate(data))
 
-        def verified(result):
+        def verified(result: tuple[Optional[Exception], bool]) -> None:
             error, bad = result
             if self.state == self.CLOSED:
                 return
@@ -566,10 +586,12 @@ class SCServerSocket(EventEmitter):
 
         d.addCallback(verified).addErrback(self._failed, "#authenticate", cid)
 
-    def _on_remove_auth_token(self, data, cid, expired):
+    def _on_remove_auth_token(self, data: Any, cid: Optional[CallId],
+                              expired: Optional[Exception]) -> None:
         self._deauthenticate_self()
 
-    def set_auth_token(self, data, expires_in=None, **options):
+    def set_auth_token(self, data: dict[str, Any], expires_in: Optional[float] = None,
+                       **options: Any) -> Deferred[str]:
         """
         Make C{data} (a dict) the socket's auth token: the socket is
         authenticated at once, and the signed token is sent to the client
@@ -604,10 +626,10 @@ class SCServerSocket(EventEmitter):
         sign_options = dict(options)
         sign_options["algorithm"] = config.algorithm
         sign_options["expires_in"] = None
-        d = maybeDeferred(self.server.auth_engine.sign_token, token, config.signature_key,
-                          sign_options)
+        d: Deferred[Any] = maybeDeferred(self.server.auth_engine.sign_token, token,
+                                         config.signature_key, sign_options)
 
-        def signed(signed_token):
+        def signed(signed_token: str) -> str:
             if self.auth_token is token:
                 self.signed_auth_token = signed_token
                 self._emit("authTokenSigned", signed_token)
@@ -615,7 +637,7 @@ class SCServerSocket(EventEmitter):
             self._trigger_auth_events(old_state)
             return signed_token
 
-        def failed(failure):
+        def failed(failure: Failure) -> Failure:
             self._emit_error(failure.value)
             self._engine.close(4002, None)
             return failure
@@ -623,12 +645,12 @@ class SCServerSocket(EventEmitter):
         d.addCallbacks(signed, failed)
         return d
 
-    def deauthenticate(self):
+    def deauthenticate(self) -> None:
         """Deauthenticate the socket and tell the client (C{#removeAuthToken})."""
         self._deauthenticate_self()
         self._engine.send_packet({"event": "#removeAuthToken", "data": None})
 
-    def _deauthenticate_self(self):
+    def _deauthenticate_self(self) -> None:
         old_token = self.auth_token
         old_state = self.auth_state
         self.auth_token = None
@@ -641,9 +663,9 @@ class SCServerSocket(EventEmitter):
         self._emit("deauthenticate", old_token)
         self.server.emit("deauthentication", self, old_token)
 
-    def _trigger_auth_events(self, old_state):
+    def _trigger_auth_events(self, old_state: str) -> None:
         if old_state != self.auth_state:
-            change = {"oldState": old_state, "newState": self.auth_state}
+            change: dict[str, Any] = {"oldState": old_state, "newState": self.auth_state}
             if self.auth_state == self.AUTHENTICATED:
                 change["authToken"] = self.auth_token
             self._emit("authStateChange", change)
@@ -652,7 +674,7 @@ class SCServerSocket(EventEmitter):
             self._emit("authenticate", self.auth_token)
             self.server.emit("authentication", self, self.auth_token)
 
-    def _check_auth_expiry(self):
+    def _check_auth_expiry(self) -> Optional[AuthTokenExpiredError]:
         """
         Deauthenticate the socket when its token has expired.
 
@@ -671,7 +693,8 @@ class SCServerSocket(EventEmitter):
 
     # -- pub/sub ---------------------------------------------------------
 
-    def _on_subscribe(self, data, cid, expired):
+    def _on_subscribe(self, data: Any, cid: Optional[CallId],
+                      expired: Optional[Exception]) -> None:
         batch = type(data) is dict and data.get("batch") is True
         if self.state != self.OPEN:
             self._engine.respond(cid, InvalidActionError(
@@ -700,7 +723,7 @@ class SCServerSocket(EventEmitter):
                 else self._subscribe(req, data, cid, batch))
             blocked.addErrback(self._failed, "subscribe middleware", cid)
 
-    def _channel_name_error(self, channel, action):
+    def _channel_name_error(self, channel: object, action: str) -> Optional[InvalidActionError]:
         if type(channel) is not str:
             return InvalidActionError("{} channel name was malformatted".format(action))
         if len(channel) > MAX_CHANNEL_NAME_LENGTH:
@@ -708,7 +731,8 @@ class SCServerSocket(EventEmitter):
                 action, MAX_CHANNEL_NAME_LENGTH))
         return None
 
-    def _subscribe(self, req, data, cid, batch):
+    def _subscribe(self, req: Request, data: dict[str, Any], cid: Optional[CallId],
+                   batch: bool) -> None:
         if self.state != self.OPEN:
             return
         channel = req.channel
@@ -727,14 +751,14 @@ class SCServerSocket(EventEmitter):
         self._channels[channel] = True
         d = self.exchange.add_subscriber(self, channel)
 
-        def subscribed(_):
+        def subscribed(_: object) -> None:
             if self.state == self.CLOSED or channel not in self._channels:
                 return
             self._emit("subscribe", channel, options)
             self.server.emit("subscription", self, channel, options)
             self._engine.respond(cid, batch=batch)
 
-        def failed(failure):
+        def failed(failure: Failure) -> None:
             self._channels.pop(channel, None)
             self._engine.respond(cid, BrokerError(
                 "Failed to subscribe socket to the {} channel - {}".format(
@@ -742,10 +766,11 @@ class SCServerSocket(EventEmitter):
 
         d.addCallbacks(subscribed, failed)
 
-    def _on_unsubscribe(self, data, cid, expired):
+    def _on_unsubscribe(self, data: Any, cid: Optional[CallId],
+                        expired: Optional[Exception]) -> None:
         if type(data) is dict:
             data = data.get("channel")
-        error = self._channel_name_error(data, "Unsubscribe")
+        error: Optional[Exception] = self._channel_name_error(data, "Unsubscribe")
         if error is not None:
             self._engine.respond(cid, error)
             return
@@ -759,13 +784,14 @@ class SCServerSocket(EventEmitter):
         self._unsubscribe(data)
         self._engine.respond(cid)
 
-    def _unsubscribe(self, channel):
+    def _unsubscribe(self, channel: str) -> None:
         del self._channels[channel]
         self.exchange.remove_subscriber(self, channel)
         self._emit("unsubscribe", channel)
         self.server.emit("unsubscription", self, channel)
 
-    def _on_publish(self, data, cid, expired):
+    def _on_publish(self, data: Any, cid: Optional[CallId],
+                    expired: Optional[Exception]) -> None:
         server = self.server
         if not server.options["allow_client_publish"]:
             self._engine.respond(cid, InvalidActionError("Client publish feature is disabled"))
@@ -790,26 +816,26 @@ class SCServerSocket(EventEmitter):
                 else self._publish(req, cid))
             blocked.addErrback(self._failed, "publishIn middleware", cid)
 
-    def _publish(self, req, cid):
+    def _publish(self, req: Request, cid: Optional[CallId]) -> None:
         error = self._channel_name_error(req.channel, "Publish")
         if error is not None:
             self._engine.respond(cid, error, req.ack_data)
             return
         d = self.exchange.publish(req.channel, req.data)
 
-        def published(_):
+        def published(_: object) -> None:
             self._engine.respond(cid, None, req.ack_data)
             if self._handlers.get("#publish"):
                 self._emit("#publish", {"channel": req.channel, "data": req.data})
 
-        def failed(failure):
+        def failed(failure: Failure) -> None:
             self._engine.respond(cid, BrokerError(failure.getErrorMessage()), req.ack_data)
 
         d.addCallbacks(published, failed)
 
     # -- closing ---------------------------------------------------------
 
-    def _closed(self, code, reason, was_open):
+    def _closed(self, code: int, reason: Any, was_open: bool) -> None:
         server = self.server
         self._registry.remove(self)
         for channel in list(self._channels):
@@ -829,11 +855,11 @@ class SCServerSocket(EventEmitter):
 
     # -- errors ----------------------------------------------------------
 
-    def _emit_error(self, error):
+    def _emit_error(self, error: Any) -> None:
         self._emit("error", error)
         self.server.emit("warning", error)
 
-    def _failed(self, failure, what, cid):
+    def _failed(self, failure: Failure, what: str, cid: Optional[CallId]) -> None:
         """
         An errback for the continuation of a request: log the failure, and
         answer the request (C{cid}) with a generic error so the client is
@@ -843,7 +869,7 @@ class SCServerSocket(EventEmitter):
                           what=what, id=self.id)
         self._engine.respond(cid, _server_error())
 
-    def _fail(self, what, failure=None):
+    def _fail(self, what: str, failure: Optional[Failure] = None) -> None:
         """
         Something failed that leaves this connection in an unknown state:
         log it and close with 1011 (the WebSocket code for an unexpected

@@ -3,7 +3,9 @@ The in-process broker: publications reach the subscribers of this process
 only, synchronously, in publication order.
 """
 
-from twisted.internet.defer import succeed
+from typing import Any, Callable, Optional
+
+from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
 from ..errors import BrokerError
@@ -21,26 +23,26 @@ class MemoryBroker:
     after every local subscriber got the publication.
     """
 
-    def __init__(self):
-        self.subscriptions = set()
-        self._deliver = None
+    def __init__(self) -> None:
+        self.subscriptions: set[str] = set()
+        self._deliver: Optional[Callable[[str, Any], object]] = None
 
-    def start(self, deliver):
+    def start(self, deliver: Callable[[str, Any], object]) -> Deferred[None]:
         """Start delivering to C{deliver(channel, data)}; ready at once."""
         self._deliver = deliver
         return succeed(None)
 
-    def subscribe(self, channel):
+    def subscribe(self, channel: str) -> Deferred[None]:
         """Subscribe this process to C{channel}."""
         self.subscriptions.add(channel)
         return succeed(None)
 
-    def unsubscribe(self, channel):
+    def unsubscribe(self, channel: str) -> Deferred[None]:
         """Unsubscribe this process from C{channel}."""
         self.subscriptions.discard(channel)
         return succeed(None)
 
-    def publish(self, channel, data):
+    def publish(self, channel: str, data: Any) -> Deferred[None]:
         """Deliver C{data} to the local subscribers of C{channel}."""
         if self._deliver is None:
             raise BrokerError("The broker is not started")
@@ -48,7 +50,7 @@ class MemoryBroker:
             self._deliver(channel, data)
         return succeed(None)
 
-    def stop(self):
+    def stop(self) -> Deferred[None]:
         """Stop delivering."""
         self._deliver = None
         return succeed(None)
