@@ -3,6 +3,8 @@ A small event emitter with SocketCluster's C{on}/C{off}/C{once} semantics,
 and the dispatch of peer events to C{handler(data, respond)} handlers.
 """
 
+from __future__ import annotations
+
 import inspect
 from typing import Any, Callable, Iterable, Optional, TypeVar, Union
 

@@ -36,6 +36,8 @@ L{SCClientSocket.disconnect} never reconnects.
 Times are seconds.  The reactor is passed in (C{None} means the global one).
 """
 
+from __future__ import annotations
+
 import base64
 import binascii
 import json

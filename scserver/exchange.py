@@ -13,6 +13,8 @@ encoded and framed at most once per codec in use, however many sockets
 receive it.
 """
 
+from __future__ import annotations
+
 from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
 
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
@@ -47,23 +49,31 @@ class Publication:
     @ivar channel: the channel name.
     @ivar data: the published data (shared by every recipient: do not
         change it).
+    @ivar shared: whether every recipient gets the same message (see
+        L{frame}); C{False} when C{publishOut} middleware must see each
+        recipient's own copy.
     """
 
-    __slots__ = ("channel", "data", "_prepare", "_warn", "_frames")
+    __slots__ = ("channel", "data", "shared", "_prepare", "_warn", "_frames",
+                 "_last_codec", "_last_frame")
 
     def __init__(self, channel: str, data: Any, prepare: Prepare,
-                 warn: Callable[[Any], object]) -> None:
+                 warn: Callable[[Any], object], shared: bool = True) -> None:
         """
         @param prepare: frames an encoded payload once for many connections
             (C{str}: a text message, C{bytes}: binary).
         @param warn: called with an error the first time a codec cannot
             encode this publication.
+        @param shared: see L{shared}.
         """
         self.channel = channel
         self.data = data
+        self.shared = shared
         self._prepare = prepare
         self._warn = warn
         self._frames: dict[int, Any] = {}
+        self._last_codec: Optional[ICodecEngine] = None
+        self._last_frame: Any = None
 
     def frame(self, codec: ICodecEngine) -> Any:
         """
@@ -74,18 +84,23 @@ class Publication:
             encode it (reported once; the sockets on other codecs still get
             theirs).
         """
+        # Once per recipient: the common case, every socket on one codec,
+        # costs an identity check.
+        if codec is self._last_codec:
+            return self._last_frame
         key = id(codec)
         try:
-            return self._frames[key]
+            prepared = self._frames[key]
         except KeyError:
-            pass
-        packet = {"event": "#publish", "data": {"channel": self.channel, "data": self.data}}
-        try:
-            prepared = self._prepare(codec.encode(packet))
-        except Exception as e:
-            prepared = None
-            self._warn(e)
-        self._frames[key] = prepared
+            packet = {"event": "#publish", "data": {"channel": self.channel, "data": self.data}}
+            try:
+                prepared = self._prepare(codec.encode(packet))
+            except Exception as e:
+                prepared = None
+                self._warn(e)
+            self._frames[key] = prepared
+        self._last_codec = codec
+        self._last_frame = prepared
         return prepared
 
 
@@ -199,17 +214,21 @@ class Exchange(EventEmitter):
 
     _log = Logger()
 
-    def __init__(self, broker: IBroker, prepare: Prepare, warn: Callable[[Any], object]) -> None:
+    def __init__(self, broker: IBroker, prepare: Prepare, warn: Callable[[Any], object],
+                 per_recipient: Callable[[], bool] = lambda: False) -> None:
         """
         @param broker: the L{scserver.interfaces.IBroker}.
         @param prepare: frames an encoded payload once for many connections
             (see L{Publication}).
         @param warn: called with the errors of a fan-out.
+        @param per_recipient: tells, once per publication, whether each
+            recipient must get its own copy (C{publishOut} middleware).
         """
         EventEmitter.__init__(self)
         self.broker = broker
         self._prepare = prepare
         self._warn = warn
+        self._per_recipient = per_recipient
         self._channels: dict[str, SCChannel] = {}
         self._sockets: dict[str, dict[SCServerSocket, None]] = {}
         # channel -> [local subscribers, the Deferreds waiting for the
@@ -390,7 +409,8 @@ class Exchange(EventEmitter):
         """
         sockets = self._sockets.get(channel)
         if sockets:
-            publication = Publication(channel, data, self._prepare, self._warn)
+            publication = Publication(channel, data, self._prepare, self._warn,
+                                      shared=not self._per_recipient())
             for socket in list(sockets):
                 socket.deliver(publication)
         server_channel = self._channels.get(channel)

@@ -2,6 +2,8 @@
 L{SCServer}: a SocketCluster server, as a Twisted service.
 """
 
+from __future__ import annotations
+
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from twisted.application.service import Service
@@ -112,7 +114,9 @@ class SCServer(EventEmitter, Service):
         self.auth_config: AuthConfig = AuthConfig.from_options(self.options, log=self._log)
         self.auth_engine: IAuthEngine = JWTAuthEngine(now=getattr(reactor, "seconds", None))
         self.broker: IBroker = resolve_broker(self.options["broker"], reactor)
-        self.exchange: Exchange = Exchange(self.broker, self._prepare_message, self._warn)
+        self.exchange: Exchange = Exchange(
+            self.broker, self._prepare_message, self._warn,
+            per_recipient=lambda: self.middleware.has(MIDDLEWARE_PUBLISH_OUT))
         self._registry = _SocketRegistry()
         self.clients: dict[str, SCServerSocket] = self._registry.clients
         self.pending_clients: dict[str, SCServerSocket] = self._registry.pending

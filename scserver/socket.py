@@ -14,6 +14,8 @@ C{middleware}, C{auth_engine}, C{auth_config}, C{exchange}, C{emit}) and the
 registry the server gave it.
 """
 
+from __future__ import annotations
+
 import copy
 import os
 import threading
@@ -191,6 +193,9 @@ class SCServerSocket(EventEmitter):
             strict_handshake=options["strict_handshake"],
             batch_duration=options["pub_sub_batch_duration"],
         )
+        # Bound once: every event with handlers gets a Responder of its own.
+        self._respond = self._engine.respond
+        self._warn_twice = self._responded_twice
         self._protocol_handlers: dict[
                 str, Callable[[Any, Optional[CallId], Optional[Exception]], None]] = {
             "#subscribe": self._on_subscribe,
@@ -332,12 +337,16 @@ class SCServerSocket(EventEmitter):
         @param payload: C{str} for a text frame, C{bytes} for a binary one.
         """
         try:
-            self._expired = self._check_auth_expiry() if self.auth_token is not None else None
-            self._engine.receive(payload)
+            if self.auth_token is None:
+                self._engine.receive(payload)
+            else:
+                self._expired = self._check_auth_expiry()
+                try:
+                    self._engine.receive(payload)
+                finally:
+                    self._expired = None
         except Exception:
             self._fail("handling a message")
-        finally:
-            self._expired = None
 
     def connection_lost(self, code: int, reason: Optional[str] = None) -> None:
         """
@@ -364,12 +373,12 @@ class SCServerSocket(EventEmitter):
         """
         if self._engine.state == _engine.CLOSED:
             return
-        middleware = self.server.middleware
-        if not middleware.has(MIDDLEWARE_PUBLISH_OUT):
+        if publication.shared:
             prepared = publication.frame(self.codec)
             if prepared is not None:
                 self._output.write_prepared(prepared)
             return
+        middleware = self.server.middleware
         channel = publication.channel
         req = Request(MIDDLEWARE_PUBLISH_OUT, socket=self, channel=channel,
                       data=copy.deepcopy(publication.data), auth_token_expired_error=None)
@@ -445,7 +454,7 @@ class SCServerSocket(EventEmitter):
     def _dispatch_event(self, event: str, data: Any, cid: Optional[CallId]) -> None:
         handlers = self._handlers.get(event)
         if handlers:
-            respond = Responder(self._engine.respond, cid, self._responded_twice)
+            respond = Responder(self._respond, cid, self._warn_twice)
             call_handlers(handlers, event, data, respond, cid is not None)
 
     def _responded_twice(self, cid: CallId) -> None:

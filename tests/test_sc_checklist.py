@@ -1551,7 +1551,7 @@ class RealMiddlewareTests(RealCase):
 class RealDeliberateDifferencesTests(RealCase):
     def test_closeTerminatesSockets(self):
         """
-        v14's close() left existing connections open (gotcha 11); ours
+        v14's close() left existing connections open (docs/protocol.rst); ours
         closes every socket and fires when they are closed.
         """
         self.start()
