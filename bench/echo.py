@@ -41,39 +41,19 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from twisted.internet.address import IPv4Address  # noqa: E402
 from twisted.internet.task import Clock  # noqa: E402
-from twisted.internet.testing import StringTransport  # noqa: E402
 
 import scserver  # noqa: E402
 from scserver import SCServer  # noqa: E402
 
-UPGRADE = (
-    b"GET /socketcluster/ HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-    b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-    b"Sec-WebSocket-Version: 13\r\n\r\n"
-)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _wire import client_frame, handshaken  # noqa: E402
 
 DATA = {"user": "bench", "text": "hello world", "n": 0}
 
 # Frames are written out to the transport and cleared every this many
 # frames, so that the in-memory buffer stays small.
 CLEAR_EVERY = 1000
-
-
-def client_frame(text):
-    """A masked text frame, as a client sends it."""
-    payload = text.encode("utf-8")
-    mask = os.urandom(4)
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    length = len(payload)
-    if length < 126:
-        header = struct.pack("!BB", 0x81, 0x80 | length)
-    elif length < 65536:
-        header = struct.pack("!BBH", 0x81, 0x80 | 126, length)
-    else:
-        header = struct.pack("!BBQ", 0x81, 0x80 | 127, length)
-    return header + mask + masked
 
 
 def server_messages(raw):
@@ -103,19 +83,6 @@ def generation():
     if hasattr(SCServerSocket, "receive") and hasattr(SCServerSocket, "deliver"):
         return "new (SCServerSocket.receive/deliver seams)"
     return "old (transport drives socket._engine directly)"
-
-
-def connect(server):
-    """One connection, upgraded and handshaken; its protocol and transport."""
-    protocol = server.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
-    transport = StringTransport()
-    protocol.makeConnection(transport)
-    protocol.dataReceived(UPGRADE)
-    protocol.dataReceived(client_frame(json.dumps(
-        {"event": "#handshake", "data": {"authToken": None}, "cid": 1})))
-    assert b'"rid":1' in transport.value(), "no handshake reply"
-    transport.clear()
-    return protocol, transport
 
 
 def build_frames(messages, batch):
@@ -195,7 +162,7 @@ def main():
 
     server.on("connection", on_connection)
 
-    protocol, transport = connect(server)
+    protocol, transport = handshaken(server)
     paths = [("single", 1)]
     if args.batch > 1:
         paths.append(("batch", args.batch))

@@ -20,47 +20,20 @@ Figures are reported as a ratio: the machines are shared and noisy.
 import argparse
 import json
 import os
-import struct
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from twisted.internet.address import IPv4Address  # noqa: E402
 from twisted.internet.task import Clock  # noqa: E402
-from twisted.internet.testing import StringTransport  # noqa: E402
 
 from scserver import SCServer  # noqa: E402
 
-UPGRADE = (
-    b"GET /socketcluster/ HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-    b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-    b"Sec-WebSocket-Version: 13\r\n\r\n"
-)
-
-
-def client_frame(text):
-    """A masked text frame, as a client sends it."""
-    payload = text.encode("utf-8")
-    mask = os.urandom(4)
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    length = len(payload)
-    if length < 126:
-        header = struct.pack("!BB", 0x81, 0x80 | length)
-    elif length < 65536:
-        header = struct.pack("!BBH", 0x81, 0x80 | 126, length)
-    else:
-        header = struct.pack("!BBQ", 0x81, 0x80 | 127, length)
-    return header + mask + masked
-
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _wire import client_frame, handshaken  # noqa: E402
 
 def subscriber(server, channel, number):
-    protocol = server.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000 + number))
-    transport = StringTransport()
-    protocol.makeConnection(transport)
-    protocol.dataReceived(UPGRADE)
-    protocol.dataReceived(client_frame(json.dumps(
-        {"event": "#handshake", "data": {"authToken": None}, "cid": 1})))
+    protocol, transport = handshaken(server, number)
     protocol.dataReceived(client_frame(json.dumps(
         {"event": "#subscribe", "data": {"channel": channel}, "cid": 2})))
     transport.clear()

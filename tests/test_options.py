@@ -68,35 +68,6 @@ def failingFactory():
     raise RuntimeError("no codec today")
 
 
-@implementer(IBroker)
-class FakeBroker:
-    """An L{IBroker} class taking the reactor."""
-
-    subscriptions: frozenset[str] = frozenset()
-
-    def __init__(self, reactor=None):
-        self.reactor = reactor
-
-    def start(self, deliver):
-        pass
-
-    def subscribe(self, channel):
-        pass
-
-    def unsubscribe(self, channel):
-        pass
-
-    def publish(self, channel, data):
-        pass
-
-    def stop(self):
-        pass
-
-
-BROKER = FakeBroker(reactor="module level")
-"""An L{IBroker} provider."""
-
-
 class DuckBroker:
     """A broker that does not declare L{IBroker}."""
 
@@ -116,6 +87,18 @@ class DuckBroker:
 
     def stop(self):
         pass
+
+
+@implementer(IBroker)
+class FakeBroker(DuckBroker):
+    """An L{IBroker} class taking the reactor."""
+
+    def __init__(self, reactor=None):
+        self.reactor = reactor
+
+
+BROKER = FakeBroker(reactor="module level")
+"""An L{IBroker} provider."""
 
 
 def makeBrokerWithoutReactor():

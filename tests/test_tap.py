@@ -14,11 +14,17 @@ from twisted.plugin import getPlugins
 from twisted.python import usage
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
-from zope.interface import implementer
 
 from scserver import tap
-from scserver.interfaces import IBroker
 from scserver.options import OPTIONS
+# Named as tests.test_tap:NAME by the flags below.
+from tests.test_options import (  # noqa: F401
+    UPPER_CODEC,
+    FakeBroker,
+    NotACodec,
+    UpperCodec,
+    makeUpperCodec,
+)
 
 # Objects named by the --app, --codec-engine and --broker specs below.
 
@@ -40,54 +46,6 @@ class Namespace:
     @staticmethod
     def setup(server):
         SETUP_CALLS.append(("Namespace.setup", server))
-
-
-class UpperCodec:
-    """A codec class named by C{--codec-engine tests.test_tap:UpperCodec}."""
-
-    def encode(self, obj):
-        return str(obj).upper()
-
-    def decode(self, data):
-        return data.lower()
-
-
-UPPER_CODEC = UpperCodec()
-"""A codec instance, named as it is."""
-
-
-def makeUpperCodec():
-    """A codec factory function."""
-    return UpperCodec()
-
-
-class NotACodec:
-    """Has no C{encode}/C{decode}."""
-
-
-@implementer(IBroker)
-class FakeBroker:
-    """A broker made by a C{--broker} factory; only records its reactor."""
-
-    subscriptions = set()
-
-    def __init__(self, reactor=None):
-        self.reactor = reactor
-
-    def start(self, deliver):
-        pass
-
-    def subscribe(self, channel):
-        pass
-
-    def unsubscribe(self, channel):
-        pass
-
-    def publish(self, channel, data):
-        pass
-
-    def stop(self):
-        pass
 
 
 BROKER = FakeBroker()
