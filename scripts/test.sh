@@ -104,6 +104,24 @@ if [ -f tests/interop/package.json ]; then
     fi
 fi
 
+# --- Redis (tests/test_redis_broker.py) -------------------------------------
+# The Redis broker tests start their own redis-server, on free loopback ports
+# with their own configuration and temporary data directories, and stop it;
+# nothing is started here.  A system-wide service that apt may start (port
+# 6379) does not get in their way.  Without redis-server they are skipped.
+step "redis-server"
+redis_server=$(command -v redis-server || true)
+if [ -z "$redis_server" ]; then
+    echo "redis-server missing; trying apt-get install redis-server"
+    apt_install redis-server || true
+    redis_server=$(command -v redis-server || true)
+fi
+if [ -n "$redis_server" ]; then
+    "$redis_server" --version
+else
+    echo "redis-server could not be installed: the Redis broker tests will be skipped"
+fi
+
 status=0
 
 # --- Docs ----------------------------------------------------------------

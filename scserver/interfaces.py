@@ -12,7 +12,7 @@ from typing import Any, Callable, Mapping, Optional, Union
 from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
 
-__all__ = ["ICodecEngine", "IMiddleware", "IAuthEngine", "IBroker"]
+__all__ = ["ICodecEngine", "IMiddleware", "IAuthEngine", "IBroker", "IAttachableBroker"]
 
 
 class ICodecEngine(Interface):
@@ -130,3 +130,25 @@ class IBroker(Interface):
         """Release the broker's connections; returns a Deferred."""
 
     subscriptions = Attribute("The set of channels this process is subscribed to.")
+
+
+class IAttachableBroker(IBroker):
+    """
+    A broker that takes settings and a way to report from the server that
+    uses it (optional: a plain L{IBroker} is used as it is).
+
+    L{scserver.server.SCServer} calls L{attach} once, when it takes the
+    broker, before L{IBroker.start}.  The Redis broker
+    (L{scserver.brokers.redis.RedisBroker}) reads its channel prefix from
+    the C{broker_prefix} option there and reports lost Redis servers
+    through C{warn}.
+    """
+
+    def attach(options: Mapping[str, Any], warn: Callable[[Any], object]) -> None:
+        """
+        Attach the broker to a server.
+
+        @param options: the server's validated options (read them, do not
+            change them).
+        @param warn: emits the server's C{'warning'} event with an error.
+        """

@@ -129,7 +129,12 @@ OPTIONS = [
            "seconds to batch {batch: true} subscribe replies"),
     Option("codec_engine", None, _optional(str),
            "codec: json, min-bin (or minbin, msgpack), or pkg.module:Name"),
-    Option("broker", None, _optional(str), "broker: memory (in-process) or pkg.module:factory"),
+    Option("broker", None, _optional(str),
+           "broker: memory (in-process), redis://[:password@]host:port/db, rediss://...,"
+           " unix:///path/redis.sock, several Redis URLs separated by commas (shards),"
+           " or pkg.module:factory"),
+    Option("broker_prefix", "scserver:", str,
+           "prefix of the Redis channel names (one per application sharing a Redis)"),
     Option("middleware_emit_warnings", True, _bool, "emit 'warning' on middleware blocks"),
 ]
 """Every server option, in documentation order."""
@@ -175,6 +180,9 @@ def validate_options(options: Mapping[str, Any]) -> dict[str, Any]:
         merged["auth_leeway"] = float(merged["auth_leeway"])
         if merged["auth_leeway"] < 0:
             raise ValueError("auth_leeway must not be negative")
+        if not isinstance(merged["broker_prefix"], str):
+            raise TypeError("broker_prefix must be a string, not {}".format(
+                type(merged["broker_prefix"]).__name__))
     except (TypeError, ValueError) as e:
         raise InvalidOptionsError(str(e))
     path = merged["path"]
@@ -349,21 +357,26 @@ def _is_broker(obj: object) -> bool:
     return all(callable(getattr(obj, name, None)) for name in _BROKER_METHODS)
 
 
-def _redis_broker_class(label: str, url: str) -> Any:
+def _check_redis_url(label: str, url: str) -> None:
     """
-    The Redis broker class.
+    Check a Redis URL of the C{broker} option (see
+    L{scserver.brokers.redis.parse_url}) without connecting.
 
     @param label: see L{resolve_broker}.
-    @param url: the broker URL, for the error message.
-    @raise InvalidOptionsError: it is not available in this version.
+    @param url: the URL, or several separated by commas.
+    @raise InvalidOptionsError: for a malformed URL, or when the Redis
+        client library is not installed.
     """
+    from .brokers import redis
+
     try:
-        module = importlib.import_module("scserver.brokers.redis")
-    except ImportError as e:
+        redis.parse_url(url)
+    except ValueError as e:
+        raise InvalidOptionsError("{} {}: {}".format(label, url, e)) from None
+    if not redis.client_available():
         raise InvalidOptionsError(
-            "{} {}: The Redis broker is not available in this version".format(label, url)
-        ) from e
-    return module.RedisBroker
+            "{} {}: the Redis broker needs the txredisapi package, which is not"
+            " installed".format(label, url))
 
 
 def _parse_broker(value: object, label: str) -> tuple[str, Any]:
@@ -380,13 +393,14 @@ def _parse_broker(value: object, label: str) -> tuple[str, Any]:
         spec = value.strip()
         if spec.lower() == "memory":
             return ("memory", None)
-        if "://" in spec:
-            scheme = spec.partition("://")[0].lower()
+        scheme, colon, _ = spec.partition(":")
+        scheme = scheme.lower()
+        if "://" in spec or (colon and scheme in _BROKER_URL_SCHEMES):
             if scheme not in _BROKER_URL_SCHEMES:
                 raise InvalidOptionsError(
                     "{} {}: unknown broker URL scheme {!r} (expected redis://,"
                     " rediss:// or unix://)".format(label, value, scheme))
-            _redis_broker_class(label, spec)
+            _check_redis_url(label, spec)
             return ("url", spec)
         if ":" not in spec:
             raise InvalidOptionsError(
@@ -421,7 +435,8 @@ def check_broker(value: object, label: str = "broker") -> None:
     For where the reactor is not known yet (C{twistd} parses its options
     before it installs the reactor): when this passes, L{resolve_broker}
     given the same value fails only if a broker factory fails.  A
-    C{"pkg.module:name"} is imported.
+    C{"pkg.module:name"} is imported; a Redis URL is parsed (nothing
+    connects).
 
     @raise InvalidOptionsError: as L{resolve_broker}.
     """
@@ -437,9 +452,12 @@ def resolve_broker(value: object, reactor: Any, label: str = "broker") -> IBroke
 
         - C{None} or C{"memory"}: a new
           L{scserver.brokers.memory.MemoryBroker} (in-process);
-        - a C{redis://}, C{rediss://} or C{unix://} URL: the Redis broker,
-          which is B{not available in this version} (an
-          L{InvalidOptionsError} says so);
+        - a C{redis://}, C{rediss://} or C{unix://} URL, or several
+          separated by commas (shards): a
+          L{scserver.brokers.redis.RedisBroker} (see
+          L{scserver.brokers.redis.parse_url}; a malformed URL is an
+          L{InvalidOptionsError}); it takes its channel prefix from the
+          server's C{broker_prefix} option;
         - C{"pkg.module:name"}: C{name} is imported; an L{IBroker} provider
           is used as it is, a class or another callable is called to make
           one, with C{reactor=reactor} when it takes a C{reactor} argument
@@ -461,8 +479,9 @@ def resolve_broker(value: object, reactor: Any, label: str = "broker") -> IBroke
 
         return MemoryBroker()
     if kind == "url":
-        broker: IBroker = _redis_broker_class(label, obj).from_url(
-            obj, reactor=reactor)
+        from .brokers.redis import RedisBroker
+
+        broker: IBroker = RedisBroker.from_url(obj, reactor=reactor)
         return broker
     if kind == "broker":
         broker = obj

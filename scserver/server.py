@@ -16,7 +16,7 @@ from twisted.python.failure import Failure
 from ._events import EventEmitter
 from .errors import InvalidActionError, InvalidArgumentsError
 from .exchange import Exchange
-from .interfaces import IAuthEngine, IBroker, ICodecEngine
+from .interfaces import IAttachableBroker, IAuthEngine, IBroker, ICodecEngine
 from .middleware import (
     MIDDLEWARE_AUTHENTICATE,
     MIDDLEWARE_EMIT,
@@ -114,6 +114,8 @@ class SCServer(EventEmitter, Service):
         self.auth_config: AuthConfig = AuthConfig.from_options(self.options, log=self._log)
         self.auth_engine: IAuthEngine = JWTAuthEngine(now=getattr(reactor, "seconds", None))
         self.broker: IBroker = resolve_broker(self.options["broker"], reactor)
+        if IAttachableBroker.providedBy(self.broker):
+            self.broker.attach(self.options, self._warn)
         self.exchange: Exchange = Exchange(
             self.broker, self._prepare_message, self._warn,
             per_recipient=lambda: self.middleware.has(MIDDLEWARE_PUBLISH_OUT))

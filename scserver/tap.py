@@ -19,6 +19,13 @@ L{scserver.server.SCServer} before it listens, to add handlers and
 middleware.  If it returns a Deferred or a coroutine, the server starts
 listening once that has finished.
 
+C{--workers N} (N > 1) runs N worker processes accepting on the same
+sockets: this process binds the endpoints and supervises the workers
+(L{scserver._workers.WorkerPool}, made by L{build_pool}), each worker is a
+C{twistd scserver} with the same options that adopts the sockets it
+inherited (L{scserver._workers.InheritedEndpoint}).  C{--shutdown-timeout}
+is how long the workers get to stop before they are killed.
+
 Everything given on the command line is checked while the options are
 parsed (L{Options.postOptions}), so a mistake is reported by twistd as a
 usage error, without a traceback.  The reactor and the server module are
@@ -26,20 +33,23 @@ imported only by L{makeService}.
 """
 
 import inspect
+import math
 import os
+import socket
 import sys
 from typing import Any, Callable, Optional, cast
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.endpoints import UNIXServerEndpoint, serverFromString
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from . import _workers
 from . import options as _options
 from .errors import InvalidOptionsError
 from .options import (
@@ -56,11 +66,16 @@ __all__ = [
     "Options",
     "makeService",
     "build_service",
+    "build_pool",
+    "worker_arguments",
     "load_object",
 ]
 
 DEFAULT_LISTEN = "tcp:8000"
 """The endpoint listened on when no C{--listen} is given."""
+
+DEFAULT_SHUTDOWN_TIMEOUT = 10.0
+"""Seconds the workers get to stop, when C{--shutdown-timeout} is not given."""
 
 _log = Logger()
 
@@ -132,21 +147,51 @@ def _load_callable(spec: str, flag: str) -> Callable[..., Any]:
     return cast(Callable[..., Any], obj)
 
 
-def _check_endpoint(description: str) -> None:
+def _check_endpoint(description: str) -> Any:
     """
     Check an endpoint description without listening on it.
 
     The description is parsed against a C{MemoryReactor}, which records
     but never binds, so that a typo is a usage error at start-up.
 
+    @return: the endpoint (on the C{MemoryReactor}).
     @raise usage.UsageError: when twisted cannot parse C{description}.
     """
     from twisted.internet.testing import MemoryReactor
 
     try:
-        serverFromString(MemoryReactor(), description)
+        return serverFromString(MemoryReactor(), description)
+    except (IndexError, KeyError) as e:
+        if _workers.endpoint_type(description) == "systemd":
+            raise usage.UsageError(
+                "--listen {}: no such socket was passed by systemd (LISTEN_FDS,"
+                " LISTEN_PID and LISTEN_FDNAMES; is the service started with its"
+                " .socket unit?)".format(description))
+        raise usage.UsageError("--listen {}: {}".format(description, e))
     except Exception as e:
         raise usage.UsageError("--listen {}: {}".format(description, e))
+
+
+def _is_unix(endpoint: Any) -> bool:
+    """Does C{endpoint} (from L{_check_endpoint}) listen on a UNIX socket?"""
+    return (isinstance(endpoint, UNIXServerEndpoint)
+            or getattr(endpoint, "addressFamily", None) == socket.AF_UNIX)
+
+
+def _positive(text: str, flag: str, kind: Callable[[str], Any]) -> Any:
+    """
+    Parse the value of C{--workers} or C{--shutdown-timeout}.
+
+    @raise usage.UsageError: when it is not a positive C{kind}.
+    """
+    try:
+        value = kind(text)
+    except (TypeError, ValueError):
+        value = None
+    if value is None or not 0 < value < math.inf:
+        raise usage.UsageError("--{} {}: expected a positive {}".format(
+            flag, text, "integer" if kind is int else "number"))
+    return value
 
 
 class Options(usage.Options):
@@ -159,7 +204,15 @@ class Options(usage.Options):
     the server options that were given (parsed values; C{codec_engine} is
     a codec engine instance, C{broker} the checked C{--broker} value, made
     into a broker by L{build_service}).  Options that were
-    not given are left to the server's defaults.
+    not given are left to the server's defaults.  C{self["workers"]} is the
+    number of worker processes (an C{int}, 1 without C{--workers}) and
+    C{self["shutdown-timeout"]} a C{float}.
+
+    In a worker process started by L{scserver._workers.WorkerPool},
+    C{self["inherited"]} is the list of C{(fd, address family)} read (and
+    removed) from the environment variable
+    L{scserver._workers.WORKER_FDS_ENV}, one per C{--listen}; elsewhere it
+    is C{None}.
     """
 
     synopsis = "[--listen ENDPOINT]... [--app pkg.module:setup] [server options]"
@@ -167,7 +220,8 @@ class Options(usage.Options):
     longdesc = (
         "Run a SocketCluster server. --listen takes a Twisted endpoint "
         "description (tcp:8000, tcp:8000:interface=127.0.0.1, "
-        "ssl:8443:privateKey=key.pem:certKey=cert.pem, unix:/path) and may be "
+        "ssl:8443:privateKey=key.pem:certKey=cert.pem, unix:/path, "
+        "systemd:domain=INET:index=0) and may be "
         "repeated [default: tcp:8000]. --app pkg.module:setup is called with the "
         "server before it listens. Every server option is a flag taking a "
         "value; boolean options take true or false. Durations are seconds."
@@ -176,6 +230,13 @@ class Options(usage.Options):
     optParameters = [
         ["app", None, None,
          "pkg.module:setup, a callable called with the server before it listens"],
+        ["workers", None, "1",
+         "number of processes accepting on the --listen sockets; above 1 this process"
+         " supervises them, and --broker (not memory) and --auth-key (or a key pair)"
+         " are required"],
+        ["shutdown-timeout", None, str(DEFAULT_SHUTDOWN_TIMEOUT),
+         "with --workers: seconds the workers get to close their connections when"
+         " stopping, before they are killed"],
     ] + [[option.flag, None, None, _help(option)] for option in OPTIONS]
 
     def __init__(self) -> None:
@@ -183,6 +244,7 @@ class Options(usage.Options):
         self["listen"] = []
         self["setup"] = None
         self["server_options"] = {}
+        self["inherited"] = None
 
     def opt_listen(self, description: str) -> None:
         """
@@ -200,8 +262,20 @@ class Options(usage.Options):
         """
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
-        for description in self["listen"]:
-            _check_endpoint(description)
+        self["workers"] = _positive(self["workers"], "workers", int)
+        self["shutdown-timeout"] = _positive(self["shutdown-timeout"], "shutdown-timeout", float)
+        inherited = os.environ.pop(_workers.WORKER_FDS_ENV, None)
+        if inherited is not None:
+            self._inherit(inherited)
+        else:
+            for description in self["listen"]:
+                endpoint = _check_endpoint(description)
+                if self["workers"] > 1 and _is_unix(endpoint):
+                    raise usage.UsageError(
+                        "--workers {}: --listen {}: UNIX sockets cannot be shared by"
+                        " workers (a stopping worker would remove the socket file); listen"
+                        " on tcp:PORT:interface=127.0.0.1 instead".format(
+                            self["workers"], description))
 
         values = {}
         for option in OPTIONS:
@@ -239,9 +313,51 @@ class Options(usage.Options):
         except InvalidOptionsError as e:
             raise usage.UsageError(str(e)) from e
         self["server_options"] = values
+        if self["workers"] > 1:
+            self._check_shared(values)
 
         if self["app"] is not None:
             self["setup"] = _load_callable(self["app"], "--app")
+
+    def _inherit(self, text: str) -> None:
+        """
+        In a worker: read the inherited sockets, one per C{--listen}.  The
+        endpoints are not checked here: the parent did, and a C{systemd:}
+        one cannot be parsed again in the worker.
+        """
+        try:
+            inherited = _workers.parse_inherited(text)
+        except ValueError as e:
+            raise usage.UsageError("{}={}: {}".format(_workers.WORKER_FDS_ENV, text, e))
+        if len(inherited) != len(self["listen"]):
+            raise usage.UsageError(
+                "{}={}: {} socket(s) for {} --listen endpoint(s)".format(
+                    _workers.WORKER_FDS_ENV, text, len(inherited), len(self["listen"])))
+        if self["workers"] != 1:
+            raise usage.UsageError("--workers: a worker process cannot have workers")
+        self["inherited"] = inherited
+
+    def _check_shared(self, values: dict[str, Any]) -> None:
+        """
+        With several workers, the broker and the token keys must be shared
+        by the processes.
+
+        @param values: the parsed server options.
+        @raise usage.UsageError: with the default in-process broker, or
+            without C{--auth-key} or a key pair.
+        """
+        workers = self["workers"]
+        broker = values.get("broker")
+        if broker is None or broker.lower() == "memory":
+            raise usage.UsageError(
+                "--workers {} needs a --broker that connects the processes (a Redis URL or"
+                " pkg.module:factory): with the in-process memory broker a publication would"
+                " reach the subscribers of one worker only".format(workers))
+        if values.get("auth_key") is None and values.get("auth_private_key") is None:
+            raise usage.UsageError(
+                "--workers {} needs --auth-key (or --auth-private-key and"
+                " --auth-public-key): a token signed by one worker must verify in"
+                " all".format(workers))
 
 
 class _SetupGate:
@@ -366,24 +482,83 @@ def build_service(
     if config["setup"] is not None:
         gate = _setup_gate(config["setup"](server), reactor)
 
-    for description in config["listen"]:
-        endpoint = serverFromString(reactor, description)
+    inherited = config.get("inherited")
+    for i, description in enumerate(config["listen"]):
+        endpoint: IStreamServerEndpoint
+        if inherited:
+            fd, family = inherited[i]
+            endpoint = _workers.InheritedEndpoint(reactor, description, fd, family)
+        else:
+            endpoint = serverFromString(reactor, description)
         if gate is not None:
             endpoint = _ListenAfter(gate, endpoint)
         listener = StreamServerEndpointService(endpoint, server.factory)
         listener.setServiceParent(service)
+    if inherited:
+        _workers.ParentWatch(reactor).setServiceParent(service)
+    return service
+
+
+def worker_arguments(config: usage.Options) -> list[str]:
+    """
+    The C{twistd scserver} arguments of a worker: every C{--listen}, the
+    C{--app} and every server option that was given, as given (so a
+    C{@file} key is read by each worker); not C{--workers} nor
+    C{--shutdown-timeout}.
+
+    @param config: a parsed L{Options}.
+    @return: a C{list} of C{str}.
+    """
+    arguments: list[str] = []
+    for description in config["listen"]:
+        arguments += ["--listen", description]
+    if config["app"] is not None:
+        arguments += ["--app", config["app"]]
+    for option in OPTIONS:
+        if config[option.flag] is not None:
+            arguments += ["--" + option.flag, config[option.flag]]
+    return arguments
+
+
+def build_pool(config: usage.Options, reactor: Any,
+               executable: Optional[str] = None) -> MultiService:
+    """
+    Build the service of the parent process of C{--workers N}.
+
+    @param config: a parsed L{Options} with C{workers} above 1.
+    @param reactor: the reactor to run on.
+    @param executable: the Python interpreter of the workers
+        (C{sys.executable} by default).
+    @return: a C{MultiService} holding the
+        L{scserver._workers.WorkerPool}, named C{"workers"}: it binds every
+        C{--listen} endpoint when twistd starts it, then runs the workers
+        (with the parent's reactor type), each with L{worker_arguments}.
+    """
+    name = _workers.reactor_name(reactor)
+    pool = _workers.WorkerPool(
+        reactor, config["listen"], worker_arguments(config), config["workers"],
+        shutdown_timeout=config["shutdown-timeout"],
+        twistd_arguments=["--reactor", name] if name is not None else [],
+        executable=executable if executable is not None else sys.executable,
+        handle_signals=True)
+    service = MultiService()
+    pool.setServiceParent(service)
     return service
 
 
 def makeService(config: usage.Options) -> MultiService:
     """
     The twistd entry point: build the service on the global reactor with
-    L{scserver.server.SCServer}.
+    L{scserver.server.SCServer}, or the parent of the workers with
+    C{--workers} above 1.
 
     @param config: a parsed L{Options}.
-    @return: see L{build_service}.
+    @return: see L{build_service} and L{build_pool}.
     """
     from twisted.internet import reactor
+
+    if config["workers"] > 1:
+        return build_pool(config, reactor)
 
     from .server import SCServer
 

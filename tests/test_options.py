@@ -13,6 +13,7 @@ from zope.interface import implementer
 
 from scserver import tap
 from scserver.brokers.memory import MemoryBroker
+from scserver.brokers.redis import RedisBroker
 from scserver.codec import JSONCodec, MinBinCodec
 from scserver.errors import InvalidOptionsError
 from scserver.interfaces import IBroker, ICodecEngine
@@ -381,13 +382,57 @@ class BrokerTests(SynchronousTestCase):
 
     def test_redisURL(self):
         """
-        A C{redis://}, C{rediss://} or C{unix://} URL is refused: this
-        version has no Redis broker.  C{twistd} took it before and failed
-        with a traceback in C{makeService}.
+        A C{redis://}, C{rediss://} or C{unix://} URL, or several separated
+        by commas, is a L{RedisBroker} on the server's reactor, with the
+        server's C{broker_prefix}; nothing connects before the server
+        starts.
         """
-        for value in ("redis://127.0.0.1:6379/0", "rediss://example.com:6380",
-                      "unix:///run/redis.sock", "REDIS://localhost"):
-            self.assertBadBroker(value, "The Redis broker is not available in this version")
+        def isRedis(addresses, prefix="scserver:"):
+            def check(broker, reactor):
+                self.assertIsInstance(broker, RedisBroker)
+                self.assertIs(broker.reactor, reactor)
+                self.assertEqual([str(a) for a in broker.addresses], addresses)
+                self.assertEqual(broker.prefix, prefix)
+                self.assertEqual(reactor.tcpClients, [])
+            return check
+
+        self.assertBroker("redis://127.0.0.1:6379/0", isRedis(["redis://127.0.0.1:6379/0"]))
+        self.assertBroker(" REDIS://localhost ", isRedis(["redis://localhost:6379/0"]))
+        self.assertBroker("rediss://example.com:6380", isRedis(["rediss://example.com:6380/0"]))
+        self.assertBroker("unix:///run/redis.sock?db=2", isRedis(["unix:///run/redis.sock?db=2"]))
+        self.assertBroker("redis://:pw@a:1/1,redis://b:2",
+                          isRedis(["redis://:***@a:1/1", "redis://b:2/0"]))
+        s, reactor = twistdServer("--broker", "redis://a", "--broker-prefix", "app:")
+        isRedis(["redis://a:6379/0"], "app:")(s.broker, reactor)
+        s = server(broker="redis://a", broker_prefix="")
+        self.assertEqual(s.broker.prefix, "")
+
+    def test_malformedRedisURL(self):
+        """
+        A malformed Redis URL is refused by the server and, while parsing,
+        by C{twistd}: a bad scheme, port or db, an empty shard.
+        """
+        for value, fragment in [
+            ("redis://h:port", "bad port 'port'"),
+            ("redis://h:99999/0", "bad port"),
+            ("redis://h/zero", "db"),
+            ("redis://h:6379/0?db=1", "the db is given twice"),
+            ("unix:/run/redis.sock", "expected redis://"),
+            ("redis://a:6379,,redis://b:6379", "shard 2 of 3 is empty"),
+            ("redis://a:6379,", "shard 2 of 2 is empty"),
+            ("redis://a:6379,http://b", "expected redis://"),
+            ("redis://a:6379,redis://a:6379", "listed twice"),
+        ]:
+            self.assertBadBroker(value, fragment, value)
+
+    def test_brokerPrefix(self):
+        """
+        C{broker_prefix} is a string, C{scserver:} by default.
+        """
+        self.assertEqual(server().options["broker_prefix"], "scserver:")
+        self.assertEqual(server(broker_prefix="a:").options["broker_prefix"], "a:")
+        self.assertRaises(InvalidOptionsError, server, broker_prefix=3)
+        self.assertEqual(parse("--broker-prefix", "b:")["server_options"]["broker_prefix"], "b:")
 
     def test_unknownURL(self):
         """
@@ -518,10 +563,10 @@ class ResolverTests(SynchronousTestCase):
         option in their messages; the default is C{broker}.
         """
         for call in (lambda *a: check_broker(*a), lambda *a: resolve_broker(a[0], None, *a[1:])):
-            error = self.assertRaises(InvalidOptionsError, call, "redis://x")
-            self.assertTrue(str(error).startswith("broker redis://x: "), str(error))
-            error = self.assertRaises(InvalidOptionsError, call, "redis://x", "--b")
-            self.assertTrue(str(error).startswith("--b redis://x: "), str(error))
+            error = self.assertRaises(InvalidOptionsError, call, "redis://x:y")
+            self.assertTrue(str(error).startswith("broker redis://x:y: "), str(error))
+            error = self.assertRaises(InvalidOptionsError, call, "redis://x:y", "--b")
+            self.assertTrue(str(error).startswith("--b redis://x:y: "), str(error))
 
     def test_checkBrokerDoesNotMake(self):
         """

@@ -3,6 +3,7 @@ Tests for L{scserver.tap}, the C{twistd scserver} command.
 """
 
 import os
+import socket
 import sys
 
 from twisted.application.internet import StreamServerEndpointService
@@ -15,7 +16,7 @@ from twisted.python import usage
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from scserver import tap
+from scserver import _workers, tap
 from scserver.options import OPTIONS
 # Named as tests.test_tap:NAME by the flags below.
 from tests.test_options import (  # noqa: F401
@@ -303,11 +304,17 @@ class BrokerOptionTests(SynchronousTestCase):
 
     def test_url(self):
         """
-        A Redis URL is a usage error while parsing: this version has no
-        Redis broker.
+        A Redis URL is checked while parsing and passed to the server as
+        it is (the broker connects once the server starts); a malformed
+        one is a usage error.
         """
-        error = self.assertRaises(usage.UsageError, parse, "--broker", "redis://localhost:6379/0")
-        self.assertIn("The Redis broker is not available in this version", str(error))
+        url = "redis://localhost:6379/0,redis://other:6380"
+        self.assertEqual(parse("--broker", url)["server_options"]["broker"], url)
+        error = self.assertRaises(usage.UsageError, parse, "--broker", "redis://localhost:x/0")
+        self.assertIn("--broker redis://localhost:x/0: ", str(error))
+        self.assertIn("bad port", str(error))
+        error = self.assertRaises(usage.UsageError, parse, "--broker", "redis://a,,redis://b")
+        self.assertIn("shard 2 of 3 is empty", str(error))
 
     def test_memory(self):
         """
@@ -684,3 +691,204 @@ class DocumentationTests(SynchronousTestCase):
         text = readme.getContent().decode("utf-8")
         for option in OPTIONS:
             self.assertIn("| `{}` | `--{}` |".format(option.name, option.flag), text)
+
+
+class WorkersOptionTests(SynchronousTestCase):
+    """
+    C{--workers} and C{--shutdown-timeout}, and what a worker process reads
+    from its environment (see L{scserver._workers}).
+    """
+
+    SHARED = ("--broker", "tests.test_tap:FakeBroker", "--auth-key", "k")
+
+    def setUp(self):
+        self.patch(os, "environ", dict(os.environ))
+        os.environ.pop(_workers.WORKER_FDS_ENV, None)
+
+    def assertUsageError(self, args, *fragments):
+        error = self.assertRaises(usage.UsageError, parse, *args)
+        for fragment in fragments:
+            self.assertIn(fragment, str(error))
+        self.assertNotIn("\n", str(error))
+        return error
+
+    def test_defaults(self):
+        """
+        One process (no workers), a 10 second shutdown timeout, nothing
+        inherited.
+        """
+        config = parse()
+        self.assertEqual(config["workers"], 1)
+        self.assertEqual(config["shutdown-timeout"], 10.0)
+        self.assertIsNone(config["inherited"])
+        helpText = str(tap.Options())
+        self.assertIn("--workers", helpText)
+        self.assertIn("--shutdown-timeout", helpText)
+
+    def test_values(self):
+        """
+        C{--workers} is a positive integer, C{--shutdown-timeout} a positive
+        number.
+        """
+        config = parse("--workers", "3", "--shutdown-timeout", "2.5", *self.SHARED)
+        self.assertEqual(config["workers"], 3)
+        self.assertEqual(config["shutdown-timeout"], 2.5)
+        self.assertEqual(parse("--workers=1")["workers"], 1)
+
+    def test_badValues(self):
+        """
+        Anything else is a usage error naming the flag and the value.
+        """
+        for value in ("0", "-2", "two", "1.5"):
+            self.assertUsageError(["--workers", value], "--workers " + value,
+                                  "expected a positive integer")
+        for value in ("0", "-1", "soon", "nan", "inf"):
+            self.assertUsageError(["--shutdown-timeout", value], "--shutdown-timeout " + value,
+                                  "expected a positive number")
+
+    def test_inProcessBroker(self):
+        """
+        Several workers with the default in-process broker (not given, or
+        C{memory}): a usage error.
+        """
+        for broker in ([], ["--broker", "memory"], ["--broker", " MEMORY "]):
+            self.assertUsageError(
+                ["--workers", "2", "--auth-key", "k"] + broker,
+                "--workers 2 needs a --broker that connects the processes")
+
+    def test_noAuthKey(self):
+        """
+        Several workers without a shared token key: a usage error; a key
+        pair will do.
+        """
+        self.assertUsageError(
+            ["--workers", "2", "--broker", "tests.test_tap:FakeBroker"],
+            "--workers 2 needs --auth-key (or --auth-private-key and --auth-public-key)")
+        self.assertUsageError(
+            ["--workers", "2", "--broker", "tests.test_tap:FakeBroker", "--auth-key", "none"],
+            "--workers 2 needs --auth-key")
+        config = parse("--workers", "2", "--broker", "tests.test_tap:FakeBroker",
+                       "--auth-private-key", "PRIVATE", "--auth-public-key", "PUBLIC",
+                       "--auth-algorithm", "RS256")
+        self.assertEqual(config["workers"], 2)
+
+    def test_unixSocket(self):
+        """
+        A UNIX socket cannot be shared by workers (a worker that stops
+        removes the socket file): a usage error.  With one process it is
+        fine.
+        """
+        path = self.mktemp()
+        self.assertUsageError(["--workers", "2", "--listen", "unix:" + path] + list(self.SHARED),
+                              "--listen unix:" + path, "UNIX sockets cannot be shared")
+        self.assertEqual(parse("--listen", "unix:" + path)["listen"], ["unix:" + path])
+
+    def test_systemdNotPassed(self):
+        """
+        A C{systemd:} endpoint when systemd passed no socket: a usage error
+        saying so.
+        """
+        self.assertUsageError(["--listen", "systemd:domain=INET:index=0"],
+                              "--listen systemd:domain=INET:index=0",
+                              "no such socket was passed by systemd")
+
+    def test_workerArguments(self):
+        """
+        A worker gets every --listen, the --app and the server options as
+        they were given, and neither --workers nor --shutdown-timeout.
+        """
+        config = parse("--workers", "2", "--listen", "tcp:8001", "--listen", "tcp6:8002",
+                       "--app", "tests.test_tap:recordingSetup", "--ping-interval", "3",
+                       "--shutdown-timeout", "4", *self.SHARED)
+        self.assertEqual(tap.worker_arguments(config), [
+            "--listen", "tcp:8001", "--listen", "tcp6:8002",
+            "--app", "tests.test_tap:recordingSetup",
+            "--ping-interval", "3", "--auth-key", "k",
+            "--broker", "tests.test_tap:FakeBroker",
+        ])
+        self.assertEqual(tap.worker_arguments(parse()), ["--listen", "tcp:8000"])
+
+    def test_buildPool(self):
+        """
+        With several workers the service is the parent's
+        L{_workers.WorkerPool}: no server, the --app is not called, nothing
+        listens before it starts.
+        """
+        del SETUP_CALLS[:]
+        config = parse("--workers", "3", "--listen", "tcp:8001", "--shutdown-timeout", "4",
+                       "--app", "tests.test_tap:recordingSetup", *self.SHARED)
+        reactor = MemoryReactor()
+        service = tap.build_pool(config, reactor, executable="/usr/bin/python3")
+        pool = service.getServiceNamed("workers")
+        self.assertIsInstance(pool, _workers.WorkerPool)
+        self.assertEqual(len(list(service)), 1)
+        self.assertEqual((pool.listen, pool.workers, pool.shutdown_timeout, pool.executable),
+                         (["tcp:8001"], 3, 4.0, "/usr/bin/python3"))
+        self.assertEqual(pool.arguments, tap.worker_arguments(config))
+        self.assertEqual(pool.twistd_arguments, [])  # MemoryReactor has no twistd name
+        self.assertEqual(pool.command()[-len(pool.arguments) - 1:],
+                         ["scserver"] + pool.arguments)
+        self.assertEqual(SETUP_CALLS, [])
+        self.assertEqual(reactor.tcpServers, [])
+
+    def test_makeServicePool(self):
+        """
+        L{tap.makeService} makes the pool when C{--workers} is above 1,
+        with the twistd name of the running reactor for the workers.
+        """
+        from twisted.internet import reactor
+
+        pool = tap.makeService(parse("--workers", "2", *self.SHARED)).getServiceNamed("workers")
+        self.assertIsInstance(pool, _workers.WorkerPool)
+        self.assertEqual(pool.twistd_arguments[:1], ["--reactor"])
+        self.assertEqual(pool.twistd_arguments[1:], [_workers.reactor_name(reactor)])
+
+    def test_inherited(self):
+        """
+        In a worker, the sockets listed in the environment are read, one
+        per --listen, and the variable is removed; the endpoints are not
+        parsed (a systemd: one could not be, in the worker).
+        """
+        os.environ[_workers.WORKER_FDS_ENV] = "3:INET,4:INET6"
+        config = parse("--listen", "tcp:8001", "--listen", "systemd:domain=INET6:index=0")
+        self.assertEqual(config["inherited"], [(3, socket.AF_INET), (4, socket.AF_INET6)])
+        self.assertNotIn(_workers.WORKER_FDS_ENV, os.environ)
+
+    def test_inheritedMismatch(self):
+        """
+        A bad variable, or one that does not match the --listen count, is
+        a usage error.
+        """
+        os.environ[_workers.WORKER_FDS_ENV] = "3:INET"
+        self.assertUsageError(["--listen", "tcp:1", "--listen", "tcp:2"],
+                              "1 socket(s) for 2 --listen endpoint(s)")
+        os.environ[_workers.WORKER_FDS_ENV] = "3:IPX"
+        self.assertUsageError([], "expected fd:INET, fd:INET6 or fd:UNIX, got '3:IPX'")
+        os.environ[_workers.WORKER_FDS_ENV] = "3:INET"
+        self.assertUsageError(["--workers", "2"] + list(self.SHARED),
+                              "a worker process cannot have workers")
+
+    def test_workerService(self):
+        """
+        A worker's service listens on L{_workers.InheritedEndpoint}s and
+        watches its parent; it adopts each inherited socket with the
+        server's factory.
+        """
+        listening = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(listening.close)
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(5)
+        fd = os.dup(listening.fileno())
+        os.environ[_workers.WORKER_FDS_ENV] = "%d:INET" % (fd,)
+        config = parse("--listen", "tcp:8001", "--app", "tests.test_tap:recordingSetup")
+        reactor = MemoryReactor()
+        service = tap.build_service(config, reactor, FakeServer)
+        server = service.getServiceNamed("scserver")
+        self.assertIsInstance(service.getServiceNamed("parent-watch"), _workers.ParentWatch)
+        listener = [s for s in service if isinstance(s, StreamServerEndpointService)][0]
+        self.assertIsInstance(listener.endpoint, _workers.InheritedEndpoint)
+        self.assertEqual((listener.endpoint.fileno, listener.endpoint.family),
+                         (fd, socket.AF_INET))
+        self.assertTrue(self.successResultOf(listener.endpoint.listen(server.factory)))
+        self.assertEqual(reactor.adoptedPorts, [(fd, socket.AF_INET, server.factory)])
+        self.assertRaises(OSError, os.fstat, fd)  # closed once adopted

@@ -30,7 +30,8 @@ const scenarios = Object.assign({},
   require('./scenarios/core'),
   require('./scenarios/pubsub'),
   require('./scenarios/auth'),
-  require('./scenarios/middleware'));
+  require('./scenarios/middleware'),
+  require('./scenarios/scale'));
 
 // Clients' console.log must never pollute our one-line stdout protocol.
 console.log = (...args) => console.error(...args);
