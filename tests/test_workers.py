@@ -37,7 +37,7 @@ from twisted.trial import unittest
 from scserver import _workers
 from scserver.client import SCClientSocket
 
-from tests.test_twistd import REPO_ROOT, TWISTD, _Twistd
+from tests.test_twistd import TwistdProcessMixin
 
 AUTH_KEY = "workers-test-auth-key-0123456789abcdefghij"
 
@@ -56,64 +56,13 @@ def sleep(seconds):
     return task.deferLater(reactor, seconds, lambda: None)
 
 
-class WorkersTests(unittest.TestCase):
+class WorkersTests(TwistdProcessMixin, unittest.TestCase):
     """
     C{twistd -n scserver --workers N ...} and C{--listen systemd:...} as
     child processes.
     """
 
     timeout = 60
-
-    def spawn(self, *args, **kwargs):
-        """
-        Start C{twistd -n --pidfile= scserver <args>} in a fresh directory,
-        with the repository root on C{PYTHONPATH}.
-
-        @param kwargs: C{systemd_socket}: a listening socket to pass as
-            descriptor 3 the way systemd does.
-        @return: C{(process protocol, process transport)}.
-        """
-        from twisted.internet import reactor
-
-        cwd = self.mktemp()
-        os.makedirs(cwd)
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            [REPO_ROOT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
-        env["PYTHONUNBUFFERED"] = "1"
-        argv = [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "scserver"] + list(args)
-        child_fds = {0: "w", 1: "r", 2: "r"}
-        executable = sys.executable
-        inherited = kwargs.get("systemd_socket")
-        if inherited is not None:
-            os.set_inheritable(inherited.fileno(), True)
-            child_fds[3] = inherited.fileno()
-            env["LISTEN_FDS"] = "1"
-            env["LISTEN_FDNAMES"] = "scserver"
-            executable = "/bin/sh"
-            argv = [executable, "-c", 'LISTEN_PID=$$; export LISTEN_PID; exec "$@"',
-                    "sh"] + argv
-        process = _Twistd(reactor)
-        transport = reactor.spawnProcess(process, executable, argv, env=env, path=cwd,
-                                         childFDs=child_fds)
-        self.addCleanup(self._kill, process, transport)
-        return process, transport
-
-    @defer.inlineCallbacks
-    def _kill(self, process, transport):
-        if process.reason is None:
-            # The parent kills its workers when it stops; with SIGKILL it
-            # cannot, and they stop when their pipe from it closes.
-            for name in ("TERM", "KILL"):
-                try:
-                    transport.signalProcess(name)
-                except error.ProcessExitedAlready:
-                    break
-                try:
-                    yield process.wait_ended(10)
-                    break
-                except AssertionError:
-                    continue
 
     @defer.inlineCallbacks
     def connect(self, url, closes=None, **options):
