@@ -25,7 +25,7 @@ from twisted.trial import unittest
 from tests._node import check_node, run_node
 from tests._redis import RedisServer, skip_reason
 from tests.test_twistd import PORT_LINE, TwistdProcessMixin
-from tests.test_workers import BOUND
+from tests.test_workers import BOUND, WORKER_LISTENING
 
 AUTH_KEY = "scale-test-auth-key-0123456789abcdefghijkl"
 
@@ -54,6 +54,10 @@ class ScaleOutTests(TwistdProcessMixin, unittest.TestCase):
         process, transport = self.spawn(
             "--listen", "tcp:0:interface=127.0.0.1", "--broker", redis.url, *(APP + list(args)))
         match = yield process.wait_for(BOUND if "--workers" in args else PORT_LINE, 30)
+        if "--workers" in args:
+            # Both workers listening: connections then go to either.
+            yield process.wait_for(re.compile(
+                "(?s)" + WORKER_LISTENING.pattern + ".*" + WORKER_LISTENING.pattern), 30)
         return process, transport, "ws://127.0.0.1:{}/socketcluster/".format(match.group(1))
 
     @defer.inlineCallbacks
@@ -88,7 +92,8 @@ class ScaleOutTests(TwistdProcessMixin, unittest.TestCase):
     def failover(self, version):
         redis = yield self.redis()
         process, _, url = yield self.server(redis, "--workers", "2")
-        result = yield run_node("workerFailover", version, url, timeout=60)
+        result = yield run_node("workerFailover", version, url, params={"maxClients": 60},
+                                timeout=60)
         victim = result["victimPid"]
         self.assertEqual(len(set(result["pidsBefore"])), 2)
         self.assertGreaterEqual(result["victims"], 1)
@@ -118,8 +123,38 @@ class ScaleOutTests(TwistdProcessMixin, unittest.TestCase):
         """
         redis = yield self.redis()
         process, _, url = yield self.server(redis, "--workers", "2")
-        result = yield run_node("parentShutdown", 20, url, timeout=60)
+        result = yield run_node("parentShutdown", 20, url, params={"maxClients": 60},
+                                timeout=60)
         self.assertEqual(result["workers"], 2)
         self.assertEqual(result["closes"], [1001] * result["clients"])
         reason = yield process.wait_ended(20)
         self.assertIsInstance(reason, error.ProcessDone, process.text)
+
+    @defer.inlineCallbacks
+    def test_min_bin_binary_across_processes(self):
+        """
+        Two processes with the min-bin codec on one Redis: binary data
+        published by a client of one reaches a client of the other intact.
+        """
+        from twisted.internet import reactor
+
+        from scserver.client import connect
+        from scserver.codec import MinBinCodec
+
+        redis = yield self.redis()
+        _a, _, url_a = yield self.server(redis, "--codec-engine", "min-bin")
+        _b, _, url_b = yield self.server(redis, "--codec-engine", "min-bin")
+        clients = []
+        for url in (url_a, url_b):
+            client = yield connect(url, reactor=reactor, codec_engine=MinBinCodec(),
+                                   auto_reconnect=False)
+            self.addCleanup(client.disconnect)
+            clients.append(client)
+        got = defer.Deferred()
+        channel = clients[1].subscribe("binary")
+        channel.watch(lambda data: got.called or got.callback(data))
+        yield channel.when_subscribed()
+        payload = {"blob": bytes(range(256)), "nested": [b"\x00\xff", {"n": -(2 ** 40)}]}
+        yield clients[0].publish("binary", payload)
+        received = yield got.addTimeout(10, reactor)
+        self.assertEqual(received, payload)
