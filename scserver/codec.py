@@ -349,8 +349,10 @@ def _encode_stdlib(obj):
         text = _stdlib_fast_encode(obj)
     except (ValueError, RecursionError):
         # NaN/Infinity (allow_nan is off), a circular or a deep structure.
-        return _finish_text(_js_dumps(obj))
-    if _numbers_differ(text):
+        # The careful encoder runs outside the except clause: there, PyPy
+        # cannot chain a second RecursionError to the first.
+        text = None
+    if text is None or _numbers_differ(text):
         return _finish_text(_js_dumps(obj))
     return _finish_text(text)
 
