@@ -14,7 +14,9 @@ rule is about names inside a module, not the module files of the package.
 What a module defines: its functions, classes, methods and module-level
 names, every C{x._name = ...} assignment, C{__slots__} entries and keyword
 parameters.  Attribute reads on C{self} and C{cls} are always allowed (a
-subclass may use what its base class keeps).
+subclass may use what its base class keeps), and so are reads on a module
+from outside the package imported by name (C{os._exit}, C{sys._getframe}:
+the rule is about this package's modules).
 
 Exits 1 and prints C{path:line: name} for every violation; exits 0 when
 there is none.
@@ -68,16 +70,28 @@ def _is_module(path, node, name):
             or os.path.isdir(os.path.join(directory, name)))
 
 
+def _external_modules(tree):
+    """The names that C{import x} / C{import x as y} bind to outside modules."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                names.add(alias.asname or alias.name.split(".")[0])
+    return names
+
+
 def check_file(path):
     """Return the violations of one file as C{(line, name)} pairs."""
     with open(path, encoding="utf-8") as handle:
         tree = ast.parse(handle.read(), path)
     defined = _defined_names(tree)
+    external = _external_modules(tree)
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and _is_private(node.attr):
             owner = node.value
-            if isinstance(owner, ast.Name) and owner.id in ("self", "cls"):
+            if isinstance(owner, ast.Name) and (
+                    owner.id in ("self", "cls") or owner.id in external):
                 continue
             if node.attr not in defined:
                 found.append((node.lineno, node.attr))

@@ -32,7 +32,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from ._engine import IEngineOutput
-from .errors import ServerProtocolError
+from .errors import InvalidOptionsError, ServerProtocolError
 from .middleware import MIDDLEWARE_HANDSHAKE_WS, Request
 from .socket import IServerSocketOutput
 
@@ -43,10 +43,35 @@ __all__ = [
     "SCClientProtocol",
     "SCClientFactory",
     "origin_allowed",
+    "handshake_limit",
 ]
 
 _CLOSE_TIMEOUT = 2.0
 """Seconds a closing client WebSocket may take before its TCP connection is dropped."""
+
+_END_OF_HEAD = b"\r\n\r\n"
+"""What ends an HTTP request head."""
+
+
+def handshake_limit(value):
+    """
+    Check the C{max_handshake_size} option.
+
+    @param value: a positive number of bytes (an C{int} or a string of one),
+        or C{None} for no limit.
+    @return: the C{int}, or C{None}.
+    @raise InvalidOptionsError: for anything else.
+    """
+    if value is None:
+        return None
+    try:
+        limit = int(value)
+    except (TypeError, ValueError):
+        raise InvalidOptionsError(
+            "max_handshake_size must be a positive integer (or None), not {!r}".format(value))
+    if limit <= 0:
+        raise InvalidOptionsError("max_handshake_size must be positive (or None)")
+    return limit
 
 
 class UpgradeRequest:
@@ -143,11 +168,54 @@ class SCServerProtocol(WebSocketServerProtocol):
     sc_request = None
     _paused_bytes = None
     _outbound_limit = None
+    _head = None
+    _preopen_bytes = 0
 
     def connectionMade(self):
         """Set up the Deferred that fires when the connection is gone."""
         self.closed = Deferred()
+        # The request head is gathered here, not in autobahn's buffer (see
+        # _dataReceived).
+        self._head = bytearray()
+        self._preopen_bytes = 0
         WebSocketServerProtocol.connectionMade(self)
+
+    def _dataReceived(self, data):
+        """
+        Before the upgrade completes: count the bytes the client sent
+        (more than C{max_handshake_size}: answer 431 and close), gather
+        the request head until its blank line, looking for it only in the
+        new bytes and the 3 before them, and hand autobahn the whole head
+        once: autobahn looks for the end of the head in its entire buffer on
+        every read, which costs quadratic time in a head that never ends.
+        Bytes that follow the head while C{onConnect} is under way
+        (C{handshakeWS} middleware) are kept for once the WebSocket opens.
+        """
+        if self.state != WebSocketServerProtocol.STATE_CONNECTING:
+            WebSocketServerProtocol._dataReceived(self, data)
+            return
+        self.trafficStats.preopenIncomingOctetsWireLevel += len(data)
+        self._preopen_bytes += len(data)
+        limit = self.factory.max_handshake_size
+        if limit is not None and self._preopen_bytes > limit:
+            self._head = None
+            self.data = b""
+            self.failHandshake(
+                "Request header fields too large: more than {} bytes before the WebSocket"
+                " upgrade".format(limit), 431)
+            return
+        head = self._head
+        if head is None:
+            # The head went to autobahn, whose onConnect has not finished.
+            self.data += data
+            return
+        start = max(0, len(head) - 3)
+        head += data
+        if head.find(_END_OF_HEAD, start) < 0:
+            return
+        self._head = None
+        self.data = bytes(head)
+        self.consumeData()
 
     def onConnect(self, request):
         """Check the upgrade request: path, origin, then C{handshakeWS} middleware."""
@@ -182,12 +250,25 @@ class SCServerProtocol(WebSocketServerProtocol):
             raise ConnectionDeny(401, message)
         return None
 
+    def succeedHandshake(self, res):
+        """
+        Accept the upgrade, unless the connection was closed while
+        C{onConnect} ran (the client left, or passed C{max_handshake_size},
+        while C{handshakeWS} middleware decided): autobahn would open it
+        all the same, and the socket it made would wait for a handshake on
+        a dead connection.
+        """
+        if self.state != WebSocketServerProtocol.STATE_CONNECTING:
+            return None
+        return WebSocketServerProtocol.succeedHandshake(self, res)
+
     def failHandshake(self, reason, code=400, responseHeaders=None):
         """Answer a refused upgrade with C{code} and C{reason} as a text body."""
         self.wasNotCleanReason = reason
         body = reason.encode("utf-8")
         status = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
-                  404: "Not Found", 500: "Internal Server Error"}.get(code, "Error")
+                  404: "Not Found", 431: "Request Header Fields Too Large",
+                  500: "Internal Server Error"}.get(code, "Error")
         head = "HTTP/1.1 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\n" \
                "Content-Length: {}\r\nConnection: close\r\n".format(code, status, len(body))
         for name, value in responseHeaders or ():
@@ -302,6 +383,8 @@ class SCServerFactory(WebSocketServerFactory):
     @ivar server: the L{scserver.SCServer}.
     @ivar any_path: when True, accept any request path (used when the
         factory sits behind a C{twisted.web} resource, which routes by path).
+    @ivar max_handshake_size: the bytes a connection may receive before its
+        upgrade completes (the C{max_handshake_size} option), or C{None}.
     """
 
     protocol = SCServerProtocol
@@ -311,6 +394,7 @@ class SCServerFactory(WebSocketServerFactory):
         self.server = server
         self.any_path = False
         options = server.options
+        self.max_handshake_size = handshake_limit(options["max_handshake_size"])
         protocol_options = dict(
             maxFramePayloadSize=options["max_payload"],
             maxMessagePayloadSize=options["max_payload"],

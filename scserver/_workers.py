@@ -47,7 +47,7 @@ import os
 import signal
 import socket
 import sys
-from typing import Any, Callable, Optional, Sequence, TextIO
+from typing import Any, Callable, Mapping, Optional, Sequence, TextIO
 
 from twisted.application.service import Service
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
@@ -69,6 +69,8 @@ from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 from twisted.logger import FileLogObserver, ILogObserver, LogEvent, Logger, eventAsText
 from twisted.python.failure import Failure
 from zope.interface import implementer
+
+from ._endpoints import with_default_backlog
 
 __all__ = [
     "WORKER_FDS_ENV",
@@ -490,6 +492,9 @@ class WorkerPool(Service):
     @ivar handle_signals: whether SIGTERM and SIGINT stop the reactor
         without twistd re-raising the signal, so that the parent exits 0
         once its workers stopped (set by the twistd plugin).
+    @ivar environment: environment variables a worker gets besides the
+        parent's (the token keys given by file or environment variable,
+        which are kept off the workers' command lines).
     @ivar ports: the parent's listening ports, once bound.
     """
 
@@ -498,7 +503,8 @@ class WorkerPool(Service):
     def __init__(self, reactor: Any, listen: Sequence[str], arguments: Sequence[str],
                  workers: int, shutdown_timeout: float = 10.0,
                  twistd_arguments: Sequence[str] = (),
-                 executable: str = sys.executable, handle_signals: bool = False) -> None:
+                 executable: str = sys.executable, handle_signals: bool = False,
+                 environment: Optional[Mapping[str, str]] = None) -> None:
         self.reactor = reactor
         self.listen = list(listen)
         self.arguments = list(arguments)
@@ -507,6 +513,7 @@ class WorkerPool(Service):
         self.twistd_arguments = list(twistd_arguments)
         self.executable = executable
         self.handle_signals = handle_signals
+        self.environment = dict(environment) if environment is not None else {}
         self.ports: list[Any] = []
         self._families: list[str] = []
         self._slots = [_Slot(number) for number in range(1, workers + 1)]
@@ -539,7 +546,8 @@ class WorkerPool(Service):
 
     def _bind_one(self, description: str) -> None:
         outcome: list[object] = []
-        d = serverFromString(self.reactor, description).listen(_NoAccept())
+        # The backlog is the listening socket's: the workers inherit it.
+        d = serverFromString(self.reactor, with_default_backlog(description)).listen(_NoAccept())
         d.addBoth(outcome.append)
         if not outcome:
             d.cancel()
@@ -596,6 +604,7 @@ class WorkerPool(Service):
         if not self.running or self._stopping:
             return
         env = dict(os.environ)
+        env.update(self.environment)
         env[WORKER_FDS_ENV] = format_inherited(self._families)
         child_fds: dict[int, Any] = {0: "w", 1: "r", 2: "r"}
         for i, port in enumerate(self.ports):

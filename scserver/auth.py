@@ -20,8 +20,8 @@ before any decoding.
 
 L{AuthConfig} turns the server options (C{auth_key}, C{auth_private_key},
 C{auth_public_key}, C{auth_algorithm}, C{auth_verify_algorithms},
-C{auth_default_expiry}, C{auth_leeway}) into checked keys and algorithm
-lists.
+C{auth_default_expiry}, C{auth_leeway}, C{auth_require_expiry}) into
+checked keys and algorithm lists.
 
 All times are POSIX seconds.  The engine reads the time from an injectable
 C{now} callable (for example C{reactor.seconds}).
@@ -611,6 +611,9 @@ class AuthConfig:
     @ivar default_expiry: seconds a token issued without C{expires_in} lives
         (C{None}: no C{exp}).
     @ivar leeway: seconds of clock skew allowed on C{exp} and C{nbf}.
+    @ivar require_expiry: whether a token without C{exp} is refused (the
+        C{auth_require_expiry} option; SocketCluster accepts such tokens
+        forever, hence C{False} by default).
     @ivar random_key: whether the HMAC key was generated because none was
         configured.
     """
@@ -618,7 +621,7 @@ class AuthConfig:
     def __init__(self, signature_key: Any, verification_key: Any, algorithm: str = "HS256",
                  verify_algorithms: Optional[Iterable[str]] = None,
                  default_expiry: Optional[float] = 86400.0, leeway: float = 0.0,
-                 random_key: bool = False) -> None:
+                 random_key: bool = False, require_expiry: bool = False) -> None:
         """
         Store the settings as given (no checks; see L{from_options}).
         """
@@ -630,6 +633,7 @@ class AuthConfig:
         self.default_expiry = default_expiry
         self.leeway = leeway
         self.random_key = random_key
+        self.require_expiry = require_expiry
 
     @classmethod
     def from_options(
@@ -655,6 +659,8 @@ class AuthConfig:
               it must include C{auth_algorithm}.
             - C{auth_default_expiry} is positive seconds or C{None};
               C{auth_leeway} is non-negative seconds.
+            - C{auth_require_expiry} is a boolean (or a boolean word:
+              C{true}/C{false}, C{yes}/C{no}, C{on}/C{off}, C{1}/C{0}).
 
         @param options: a mapping of option names to values; missing names
             take the defaults of L{scserver.options.DEFAULTS}.
@@ -675,6 +681,7 @@ class AuthConfig:
         verify_algorithms = get("auth_verify_algorithms")
         default_expiry = get("auth_default_expiry")
         leeway = get("auth_leeway")
+        require_expiry = get("auth_require_expiry")
         random_key = False
 
         if not isinstance(algorithm, str):
@@ -756,9 +763,16 @@ class AuthConfig:
             raise InvalidOptionsError("auth_default_expiry must be a positive number of seconds")
         if not _is_finite_number(leeway) or leeway < 0:
             raise InvalidOptionsError("auth_leeway must be a non-negative number of seconds")
+        if not isinstance(require_expiry, bool):
+            words = {"1": True, "true": True, "yes": True, "on": True,
+                     "0": False, "false": False, "no": False, "off": False}
+            if not isinstance(require_expiry, str) or require_expiry.strip().lower() not in words:
+                raise InvalidOptionsError("auth_require_expiry must be a boolean")
+            require_expiry = words[require_expiry.strip().lower()]
 
         return cls(signature_key, verification_key, algorithm, verify_algorithms,
-                   default_expiry, leeway, random_key=random_key)
+                   default_expiry, leeway, random_key=random_key,
+                   require_expiry=require_expiry)
 
     def sign_options(self, expires_in: Optional[float] = None, **claims: Any) -> dict[str, Any]:
         """

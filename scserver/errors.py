@@ -19,6 +19,9 @@ L{dehydrate_error} turns an error into what goes on the wire:
     starting with C{_}, other than C{message}, C{name} and C{args}.
 
 L{hydrate_error} turns a wire error back into an exception.
+
+L{server_error} is the generic error a client gets when the server failed
+unexpectedly: it tells nothing of the cause, which is logged instead.
 """
 
 import builtins
@@ -54,6 +57,7 @@ __all__ = [
     "hydrate_error",
     "as_exception",
     "socket_protocol_error",
+    "server_error",
 ]
 
 
@@ -358,3 +362,14 @@ def socket_protocol_error(code: int, reason: Optional[str] = None) -> Optional[S
         if reason:
             message += " and reason: {}".format(reason)
     return SocketProtocolError(message, code=code)
+
+
+def server_error() -> UnknownError:
+    """
+    Return the error a client is told when the server failed unexpectedly:
+    C{UnknownError("Server error")}, which carries nothing of the cause (on
+    the wire: C{{"message": "Server error", "name": "UnknownError"}}).
+
+    @return: a new L{UnknownError}.
+    """
+    return UnknownError("Server error")

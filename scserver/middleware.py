@@ -22,8 +22,19 @@ import inspect
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from .errors import InvalidActionError, InvalidArgumentsError, SilentMiddlewareBlockedError
+from ._events import failure_log_for
+from .errors import (
+    InvalidActionError,
+    InvalidArgumentsError,
+    SCError,
+    SilentMiddlewareBlockedError,
+    server_error,
+)
+
+_log = Logger()
 
 __all__ = [
     "MIDDLEWARE_HANDSHAKE_WS",
@@ -130,9 +141,16 @@ class MiddlewareChain:
         C{emit_warnings} is true) and for a C{next} called twice.
     """
 
-    def __init__(self, warn: Callable[[Any], object], emit_warnings: bool = True) -> None:
+    def __init__(self, warn: Callable[[Any], object], emit_warnings: bool = True,
+                 clock: Any = None) -> None:
+        """
+        @param clock: the reactor: the unexpected failures of middleware
+            are logged at a bounded rate on it (see
+            L{scserver._events.FailureLog}); without it each is logged.
+        """
         self._warn = warn
         self.emit_warnings = emit_warnings
+        self._clock = clock
         self._stacks: dict[str, list[Callable[..., Any]]] = {}
 
     def add(self, type: str, fn: Callable[..., Any]) -> None:
@@ -209,15 +227,29 @@ class MiddlewareChain:
                 state["called"] = True
                 outcome.callback((error, None))
 
+        def failed(failure):
+            # Raised, or the failure of the Deferred returned: a
+            # SocketCluster error (an application's subclass) blocks with
+            # itself; anything else is a bug, kept from the client.
+            if isinstance(failure.value, SCError):
+                settle(failure.value)
+                return
+            if self._clock is not None:
+                failure_log_for(self._clock).failure(
+                    _log, "Error in {type} middleware", failure, type=type)
+            else:
+                _log.failure("Error in {type} middleware", failure, type=type)
+            settle(server_error())
+
         try:
             result = fn(req, next_)
-        except Exception as e:
-            settle(e)
+        except Exception:
+            failed(Failure())
             return outcome
         if inspect.iscoroutine(result):
             result = ensureDeferred(result)
         if isinstance(result, Deferred):
-            result.addCallbacks(lambda _: settle(None), lambda f: settle(f.value))
+            result.addCallbacks(lambda _: settle(None), failed)
         elif result is not None:
             settle(None)
         return outcome

@@ -12,6 +12,7 @@ C{twistd} plugin alike, so that both accept the same spellings.
 
 import importlib
 import inspect
+import os
 from typing import Any, Callable, Mapping, Optional, Union, cast
 
 from .errors import InvalidOptionsError
@@ -91,11 +92,48 @@ def _algorithms(text: Any) -> Optional[Union[list[Any], tuple[Any, ...]]]:
     return [part for part in str(text).replace(",", " ").split() if part]
 
 
+def _from_environment(text: str) -> str:
+    """The value of the environment variable named by C{"env:NAME"}."""
+    name = text[len("env:"):].strip()
+    if not name:
+        raise ValueError("env: needs the name of an environment variable (env:NAME)")
+    value = os.environ.get(name)
+    if value is None:
+        raise ValueError("the environment variable {} is not set".format(name))
+    if not value:
+        raise ValueError("the environment variable {} is empty".format(name))
+    return value
+
+
 def _text_or_file(text: Any) -> Any:
-    """A PEM key given inline or as C{@path}."""
+    """A PEM key given inline, as C{@path} or as C{env:NAME}."""
     if isinstance(text, str) and text.startswith("@"):
         with open(text[1:], "r") as handle:
             return handle.read()
+    if isinstance(text, str) and text.startswith("env:"):
+        return _from_environment(text)
+    return text
+
+
+def _secret(text: Any) -> Any:
+    """
+    The C{auth_key} given on the command line: the key itself, C{@path}
+    (the file's content, without one trailing newline) or C{env:NAME} (the
+    value of the environment variable C{NAME}), so that the key need not
+    show in the process list.
+    """
+    if not isinstance(text, str):
+        return text
+    if text.startswith("env:"):
+        return _from_environment(text)
+    if text.startswith("@"):
+        with open(text[1:], "r") as handle:
+            value = handle.read()
+        if value.endswith("\n"):
+            value = value[:-2] if value.endswith("\r\n") else value[:-1]
+        if not value:
+            raise ValueError("the file {} is empty".format(text[1:]))
+        return value
     return text
 
 
@@ -111,18 +149,28 @@ OPTIONS = [
     Option("strict_handshake", True, _bool, "close 4009 on a message before #handshake"),
     Option("origins", "*:*", _origins, "allowed Origin patterns (host:port, * wildcards)"),
     Option("allow_client_publish", True, _bool, "may clients publish"),
-    Option("auth_key", None, _optional(str), "HMAC secret for auth tokens"),
-    Option("auth_private_key", None, _optional(_text_or_file), "PEM private key (or @file)"),
-    Option("auth_public_key", None, _optional(_text_or_file), "PEM public key (or @file)"),
+    Option("auth_key", None, _optional(_secret),
+           "HMAC secret for auth tokens: the key, @path (a file holding it) or env:NAME"
+           " (an environment variable holding it)"),
+    Option("auth_private_key", None, _optional(_text_or_file),
+           "PEM private key (or @file, env:NAME)"),
+    Option("auth_public_key", None, _optional(_text_or_file),
+           "PEM public key (or @file, env:NAME)"),
     Option("auth_algorithm", "HS256", str, "token signing algorithm"),
     Option("auth_verify_algorithms", None, _optional(_algorithms),
            "accepted algorithms (within the configured family)"),
     Option("auth_default_expiry", 86400.0, float, "seconds a token from set_auth_token lives"),
     Option("auth_leeway", 0.0, float, "seconds of clock skew allowed on exp/nbf"),
+    Option("auth_require_expiry", False, _bool,
+           "refuse auth tokens without exp (AuthTokenInvalidError)"),
     Option("socket_channel_limit", 1000, _optional(int), "channels one socket may subscribe to"),
     Option("max_payload", 1048576, int, "largest inbound message in bytes"),
+    Option("max_handshake_size", 16384, _optional(int),
+           "bytes a client may send before its WebSocket upgrade completes (request line,"
+           " headers, anything sent before the answer); beyond, 431 and close"),
     Option("max_outbound_buffer", 16777216, _optional(int),
-           "bytes queued for a client that stopped reading before it is cut off (close 1008;"
+           "bytes queued for a client that stopped reading before it is cut off (its"
+           " server socket closes with 1008, the client sees the connection reset, 1006;"
            " not applied behind twisted.web)"),
     Option("per_message_deflate", False, _bool, "negotiate permessage-deflate"),
     Option("pub_sub_batch_duration", None, _optional(float),

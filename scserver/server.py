@@ -109,7 +109,7 @@ class SCServer(EventEmitter, Service):
         self.options: dict[str, Any] = validate_options(options)
         self.codec: ICodecEngine = resolve_codec_engine(self.options["codec_engine"])
         self.middleware: MiddlewareChain = MiddlewareChain(
-            self._warn, emit_warnings=self.options["middleware_emit_warnings"])
+            self._warn, emit_warnings=self.options["middleware_emit_warnings"], clock=reactor)
         from .auth import AuthConfig, JWTAuthEngine
         self.auth_config: AuthConfig = AuthConfig.from_options(self.options, log=self._log)
         self.auth_engine: IAuthEngine = JWTAuthEngine(now=getattr(reactor, "seconds", None))
@@ -237,14 +237,21 @@ class SCServer(EventEmitter, Service):
         C{IStreamServerEndpoint}.  Starts the server if needed; a server
         that was closed starts again.
 
+        A port number, and a C{tcp:}, C{tcp6:} or C{ssl:} string without a
+        C{backlog=}, listen with a backlog of
+        L{scserver._endpoints.DEFAULT_BACKLOG} (1024) instead of Twisted's
+        50; an endpoint object is used as it is.
+
         @return: a Deferred firing with the C{IListeningPort}.
         @raise InvalidActionError: while a L{close} is still under way.
         """
         from twisted.internet.endpoints import TCP4ServerEndpoint, serverFromString
+
+        from ._endpoints import DEFAULT_BACKLOG, with_default_backlog
         if isinstance(endpoint, int):
-            endpoint = TCP4ServerEndpoint(self.reactor, endpoint)
+            endpoint = TCP4ServerEndpoint(self.reactor, endpoint, backlog=DEFAULT_BACKLOG)
         elif isinstance(endpoint, str):
-            endpoint = serverFromString(self.reactor, endpoint)
+            endpoint = serverFromString(self.reactor, with_default_backlog(endpoint))
         elif not IStreamServerEndpoint.providedBy(endpoint):
             raise InvalidArgumentsError(
                 "listen() takes an endpoint string, a port number or an IStreamServerEndpoint")

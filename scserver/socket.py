@@ -31,7 +31,7 @@ from zope.interface import Interface, implementer
 
 from . import _engine
 from ._engine import IEngineOutput, IEngineOwner
-from ._events import CallId, EventEmitter, Responder, call_handlers
+from ._events import CallId, EventEmitter, Responder, call_handlers, failure_log_for
 from .errors import (
     AuthTokenError,
     AuthTokenExpiredError,
@@ -40,8 +40,9 @@ from .errors import (
     BrokerError,
     InvalidActionError,
     InvalidArgumentsError,
-    UnknownError,
+    SCError,
     dehydrate_error,
+    server_error,
     socket_protocol_error,
 )
 from .interfaces import ICodecEngine
@@ -93,11 +94,6 @@ def generate_id() -> str:
 def _is_auth_error(error: object) -> bool:
     return isinstance(error, (AuthTokenExpiredError, AuthTokenInvalidError,
                               AuthTokenNotBeforeError, AuthTokenError))
-
-
-def _server_error() -> UnknownError:
-    """What a client is told when the server failed unexpectedly (nothing of the cause)."""
-    return UnknownError("Server error")
 
 
 class IServerSocketOutput(IEngineOutput):
@@ -455,7 +451,21 @@ class SCServerSocket(EventEmitter):
         handlers = self._handlers.get(event)
         if handlers:
             respond = Responder(self._respond, cid, self._warn_twice)
-            call_handlers(handlers, event, data, respond, cid is not None)
+            call_handlers(handlers, event, data, respond, cid is not None,
+                          self._handler_failed)
+
+    def _handler_failed(self, failure: Failure, event: str) -> Any:
+        """
+        A handler raised or failed: a SocketCluster error (an application's
+        subclass) is the reply; anything else is a bug, logged at a bounded
+        rate, and the client gets the generic L{server_error}.
+        """
+        if isinstance(failure.value, SCError):
+            return failure.value
+        failure_log_for(self._clock).failure(
+            self._log, "Error in a handler of {event!r} of socket {id}", failure,
+            event=event, id=self.id)
+        return server_error()
 
     def _responded_twice(self, cid: CallId) -> None:
         self.server.emit("warning", InvalidActionError(
@@ -525,6 +535,12 @@ class SCServerSocket(EventEmitter):
         """
         Verify C{signed} and run the authenticate middleware.
 
+        The socket's C{auth_token}, C{signed_auth_token} and C{auth_state}
+        change only once the middleware allowed the token (the middleware's
+        C{req} carries it); a block leaves them as they were, or clears them
+        when the token is marked bad.  With C{auth_require_expiry}, a token
+        without C{exp} is an L{AuthTokenInvalidError}.
+
         @return: C{(error, bad)}: C{(None, False)} when the socket is now
             authenticated.
         """
@@ -546,22 +562,26 @@ class SCServerSocket(EventEmitter):
             return error, not isinstance(error, AuthTokenNotBeforeError)
         if type(token) is not dict:
             return AuthTokenInvalidError("The token payload must be an object"), True
-        previous = (self.auth_token, self.signed_auth_token, self.auth_state)
-        self.auth_token = token
-        self.signed_auth_token = signed
-        self.auth_state = self.AUTHENTICATED
+        if config.require_expiry and "exp" not in token:
+            return AuthTokenInvalidError("jwt expiry required: the token has no exp claim"), True
+        # The socket takes the token only once the authenticate middleware
+        # allowed it: until then (an asynchronous middleware may take a
+        # while) the socket keeps its previous state, and events handled
+        # meanwhile do not see a token the middleware may still reject.
         blocked: Union[Deferred[Optional[Blocked]], Blocked, None]
         blocked = server.middleware.run(MIDDLEWARE_AUTHENTICATE, Request(
             MIDDLEWARE_AUTHENTICATE, socket=self, auth_token=token, signed_auth_token=signed))
         if blocked is not None:
             blocked = await blocked
         if blocked is not None:
-            self.auth_token, self.signed_auth_token, self.auth_state = previous
             if blocked.value is True:
                 self.auth_token = None
                 self.signed_auth_token = None
                 self.auth_state = self.UNAUTHENTICATED
             return blocked.error, blocked.value is True
+        self.auth_token = token
+        self.signed_auth_token = signed
+        self.auth_state = self.AUTHENTICATED
         return None, False
 
     def _bad_token(self, error: Optional[Exception], signed: Optional[str]) -> None:
@@ -603,8 +623,15 @@ class SCServerSocket(EventEmitter):
                        **options: Any) -> Deferred[str]:
         """
         Make C{data} (a dict) the socket's auth token: the socket is
-        authenticated at once, and the signed token is sent to the client
-        in a C{#setAuthToken} event.
+        authenticated at once (as in SocketCluster v14, whose behaviour the
+        checklist tests pin), and the signed token is sent to the client
+        in a C{#setAuthToken} event; C{signed_auth_token} is set once the
+        token is signed.
+
+        As in SocketCluster v14, the C{authenticate} middleware does not
+        run: the server issued the token itself.  With the server option
+        C{auth_require_expiry}, a token without C{exp} (no C{expires_in},
+        no C{auth_default_expiry}) is refused.
 
         @param expires_in: seconds until the token expires; the server's
             C{auth_default_expiry} by default.  An C{exp} in C{data} wins.
@@ -629,6 +656,9 @@ class SCServerSocket(EventEmitter):
             expiry = config.default_expiry if expires_in is None else expires_in
             if expiry is not None:
                 token["exp"] = now + int(expiry)
+        if config.require_expiry and "exp" not in token:
+            return fail(InvalidArgumentsError(
+                "The auth token needs an exp: the server requires expiring tokens"))
         old_state = self.auth_state
         self.auth_token = token
         self.auth_state = self.AUTHENTICATED
@@ -685,7 +715,9 @@ class SCServerSocket(EventEmitter):
 
     def _check_auth_expiry(self) -> Optional[AuthTokenExpiredError]:
         """
-        Deauthenticate the socket when its token has expired.
+        Deauthenticate the socket when its token has expired: when the
+        clock is past C{exp} plus the server's C{auth_leeway}, the same
+        allowance for clock skew as verification.
 
         @return: an L{AuthTokenExpiredError} for the middleware of the
             current action, or C{None}.
@@ -693,8 +725,10 @@ class SCServerSocket(EventEmitter):
         token = self.auth_token
         if token is None or self.auth_state != self.AUTHENTICATED:
             return None
-        exp = token.get("exp")
-        if type(exp) not in (int, float) or self._clock.seconds() <= exp:
+        exp: Any = token.get("exp")
+        if type(exp) not in (int, float):
+            return None
+        if self._clock.seconds() <= exp + self.server.auth_config.leeway:
             return None
         error = AuthTokenExpiredError("The socket auth token has expired", expiry=exp)
         self.deauthenticate()
@@ -870,20 +904,23 @@ class SCServerSocket(EventEmitter):
 
     def _failed(self, failure: Failure, what: str, cid: Optional[CallId]) -> None:
         """
-        An errback for the continuation of a request: log the failure, and
-        answer the request (C{cid}) with a generic error so the client is
-        not left waiting.
+        An errback for the continuation of a request: log the failure
+        (rate-limited, see L{scserver._events.FailureLog}), and answer the
+        request (C{cid}) with a generic error so the client is not left
+        waiting and learns nothing of the cause.
         """
-        self._log.failure("Unexpected error in {what} of socket {id}", failure,
-                          what=what, id=self.id)
-        self._engine.respond(cid, _server_error())
+        failure_log_for(self._clock).failure(
+            self._log, "Unexpected error in {what} of socket {id}", failure,
+            what=what, id=self.id)
+        self._engine.respond(cid, server_error())
 
     def _fail(self, what: str, failure: Optional[Failure] = None) -> None:
         """
         Something failed that leaves this connection in an unknown state:
-        log it and close with 1011 (the WebSocket code for an unexpected
-        server condition).
+        log it (rate-limited) and close with 1011 (the WebSocket code for an
+        unexpected server condition).
         """
-        self._log.failure("Unexpected error in {what} of socket {id}", failure,
-                          what=what, id=self.id)
+        failure_log_for(self._clock).failure(
+            self._log, "Unexpected error in {what} of socket {id}", failure,
+            what=what, id=self.id)
         self._engine.close(1011, "Server error")

@@ -26,12 +26,27 @@ C{twistd scserver} with the same options that adopts the sockets it
 inherited (L{scserver._workers.InheritedEndpoint}).  C{--shutdown-timeout}
 is how long the workers get to stop before they are killed.
 
+The token keys need not be on the command line: C{--auth-key @path} reads
+a file (without one trailing newline), C{--auth-key env:NAME} an
+environment variable, and without any key option the variable
+C{SCSERVER_AUTH_KEY} is read (L{AUTH_KEY_ENV}); the PEM keys take
+C{@path} and C{env:NAME}.  Such keys reach the workers in their
+environment (L{worker_environment}).  A key shorter than 32 bytes is
+accepted, as SocketCluster does, with a warning in the log.
+
+A start-up failure ends the process with exit status 1 and one log line,
+without a traceback: an endpoint that cannot be listened on (the parent's
+sockets with C{--workers}), a failed C{--app} setup (logged with its
+traceback), or a broker not ready within C{--startup-timeout} seconds
+(default 60, 0 waits forever).
+
 Everything given on the command line is checked while the options are
 parsed (L{Options.postOptions}), so a mistake is reported by twistd as a
 usage error, without a traceback.  The reactor and the server module are
 imported only by L{makeService}.
 """
 
+import atexit
 import inspect
 import math
 import os
@@ -40,8 +55,8 @@ import sys
 from typing import Any, Callable, Optional, cast
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import UNIXServerEndpoint, serverFromString
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
 from twisted.logger import Logger
@@ -49,6 +64,7 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ._endpoints import with_default_backlog
 from . import _workers
 from . import options as _options
 from .errors import InvalidOptionsError
@@ -68,7 +84,12 @@ __all__ = [
     "build_service",
     "build_pool",
     "worker_arguments",
+    "worker_environment",
     "load_object",
+    "StartupError",
+    "AUTH_KEY_ENV",
+    "MIN_AUTH_KEY_BYTES",
+    "DEFAULT_STARTUP_TIMEOUT",
 ]
 
 DEFAULT_LISTEN = "tcp:8000"
@@ -76,6 +97,35 @@ DEFAULT_LISTEN = "tcp:8000"
 
 DEFAULT_SHUTDOWN_TIMEOUT = 10.0
 """Seconds the workers get to stop, when C{--shutdown-timeout} is not given."""
+
+DEFAULT_STARTUP_TIMEOUT = 60.0
+"""
+Seconds the broker gets to become ready, when C{--startup-timeout} is not
+given.
+"""
+
+AUTH_KEY_ENV = "SCSERVER_AUTH_KEY"
+"""
+The environment variable read as C{--auth-key} when none of C{--auth-key},
+C{--auth-private-key} and C{--auth-public-key} is given (and it is set and
+not empty).
+"""
+
+MIN_AUTH_KEY_BYTES = 32
+"""An C{--auth-key} shorter than this (in UTF-8 bytes) is warned about."""
+
+_SECRET_ENV = {
+    "auth_key": AUTH_KEY_ENV,
+    "auth_private_key": "SCSERVER_AUTH_PRIVATE_KEY",
+    "auth_public_key": "SCSERVER_AUTH_PUBLIC_KEY",
+}
+"""
+The token keys, and the environment variable through which each reaches
+the workers when it was not given on the command line itself.
+"""
+
+STARTUP_FAILURE_STATUS = 1
+"""The exit status of twistd when the server cannot start."""
 
 _log = Logger()
 
@@ -194,6 +244,26 @@ def _positive(text: str, flag: str, kind: Callable[[str], Any]) -> Any:
     return value
 
 
+def _startup_timeout(text: Optional[str]) -> Optional[float]:
+    """
+    Parse the value of C{--startup-timeout}.
+
+    @return: seconds, or C{None} for C{0} (wait forever).
+    @raise usage.UsageError: when it is not a number of seconds, 0 or more.
+    """
+    if text is None:
+        return DEFAULT_STARTUP_TIMEOUT
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not 0 <= value < math.inf:
+        raise usage.UsageError(
+            "--startup-timeout {}: expected a number of seconds, 0 or more (0: wait"
+            " forever)".format(text))
+    return value or None
+
+
 class Options(usage.Options):
     """
     The command-line options of C{twistd scserver}.
@@ -205,8 +275,12 @@ class Options(usage.Options):
     a codec engine instance, C{broker} the checked C{--broker} value, made
     into a broker by L{build_service}).  Options that were
     not given are left to the server's defaults.  C{self["workers"]} is the
-    number of worker processes (an C{int}, 1 without C{--workers}) and
-    C{self["shutdown-timeout"]} a C{float}.
+    number of worker processes (an C{int}, 1 without C{--workers}),
+    C{self["shutdown-timeout"]} a C{float} and C{self["startup_timeout"]}
+    the C{--startup-timeout} in seconds (a C{float}, or C{None} for 0:
+    wait forever).  Without C{--auth-key}, C{--auth-private-key} and
+    C{--auth-public-key}, C{--auth-key} is C{env:SCSERVER_AUTH_KEY} when
+    that variable (L{AUTH_KEY_ENV}) is set and not empty.
 
     In a worker process started by L{scserver._workers.WorkerPool},
     C{self["inherited"]} is the list of C{(fd, address family)} read (and
@@ -237,6 +311,9 @@ class Options(usage.Options):
         ["shutdown-timeout", None, str(DEFAULT_SHUTDOWN_TIMEOUT),
          "with --workers: seconds the workers get to close their connections when"
          " stopping, before they are killed"],
+        ["startup-timeout", None, None,
+         "seconds the broker gets to become ready; past them the process exits with"
+         " status 1 (0: wait forever) [default: {:g}]".format(DEFAULT_STARTUP_TIMEOUT)],
     ] + [[option.flag, None, None, _help(option)] for option in OPTIONS]
 
     def __init__(self) -> None:
@@ -264,6 +341,10 @@ class Options(usage.Options):
             self["listen"] = [DEFAULT_LISTEN]
         self["workers"] = _positive(self["workers"], "workers", int)
         self["shutdown-timeout"] = _positive(self["shutdown-timeout"], "shutdown-timeout", float)
+        self["startup_timeout"] = _startup_timeout(self["startup-timeout"])
+        if (self["auth-key"] is None and self["auth-private-key"] is None
+                and self["auth-public-key"] is None and os.environ.get(AUTH_KEY_ENV)):
+            self["auth-key"] = "env:" + AUTH_KEY_ENV
         inherited = os.environ.pop(_workers.WORKER_FDS_ENV, None)
         if inherited is not None:
             self._inherit(inherited)
@@ -360,6 +441,239 @@ class Options(usage.Options):
                 " all".format(workers))
 
 
+class StartupError(Exception):
+    """
+    The server cannot start (an endpoint cannot be listened on, the
+    workers' sockets cannot be bound): raised while twistd starts the
+    service, before the reactor runs, so that twistd exits with status 1.
+    The reason has been logged as one line already; under twistd, the
+    traceback of this exception is not printed.
+    """
+
+
+_quiet_startup_errors = False
+
+
+def _quiet_excepthook() -> None:
+    """
+    Install (once) a C{sys.excepthook} that prints nothing for a
+    L{StartupError}, whose one-line reason is in the log already; the
+    interpreter still exits with status 1.
+    """
+    global _quiet_startup_errors
+    if _quiet_startup_errors:
+        return
+    _quiet_startup_errors = True
+    previous = sys.excepthook
+
+    def hook(kind: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, StartupError):
+            return
+        previous(kind, value, tb)
+
+    sys.excepthook = hook
+
+
+def _exit_now(status: int) -> None:
+    """
+    Flush the standard streams and end the process with C{status} (at
+    interpreter exit a C{SystemExit} is ignored, hence C{os._exit}).
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(status)
+
+
+def _exit_at_end(status: int) -> None:
+    """
+    Make the process exit with C{status} once twistd is done: twistd runs
+    the reactor, removes its pid file, stops logging and returns (for an
+    exit status of 0); this runs at interpreter exit, after all that.
+    Twisted has no other way for a service to set twistd's exit status.
+    """
+    atexit.register(_exit_now, status)
+
+
+class _Startup:
+    """
+    How a failure to start ends the twistd process.
+
+    Before the reactor runs (twistd is starting the services), L{fail}
+    raises L{StartupError}, which twistd lets through (its pid file
+    removed, the status pipe of a daemon told): exit status 1.  Once the
+    reactor runs, L{fail} stops it and asks C{exit} to end the process
+    with status 1 afterwards.
+
+    @ivar reactor: the reactor.
+    @ivar exit: called with the exit status once the reactor is stopped
+        because of a failure (L{_exit_at_end} under twistd); C{None} in
+        tests, where the process goes on.
+    @ivar failed: whether a start-up failure happened.
+    """
+
+    def __init__(self, reactor: Any, exit: Optional[Callable[[int], None]] = None) -> None:
+        self.reactor = reactor
+        self.exit = exit
+        self.failed = False
+
+    def fail(self, message: str) -> None:
+        """
+        Log C{message} as one line (critical) and end the process with
+        status 1; only the first failure is logged.
+
+        @raise StartupError: when the reactor is not running yet.
+        """
+        first = not self.failed
+        if first:
+            _log.critical("{message}", message=message)
+        if not getattr(self.reactor, "running", False):
+            self.failed = True
+            raise StartupError(message)
+        if first:
+            self.stop()
+
+    def stop(self) -> None:
+        """
+        Stop the reactor (at once, or as soon as it runs) and end the
+        process with status 1 afterwards.
+        """
+        first = not self.failed
+        self.failed = True
+        if not first:
+            return
+        if self.exit is not None:
+            self.exit(STARTUP_FAILURE_STATUS)
+        if getattr(self.reactor, "running", False):
+            self.reactor.stop()
+        else:
+            self.reactor.callWhenRunning(self.reactor.stop)
+
+
+class _Listener(StreamServerEndpointService):
+    """
+    Listens on one C{--listen} endpoint; when it cannot, the process ends
+    with status 1 and one log line (L{_Startup.fail}), instead of
+    Twisted's logged traceback and a process that goes on without the
+    port.
+
+    @ivar description: the C{--listen} endpoint description.
+    @ivar startup: the L{_Startup}.
+    """
+
+    def __init__(self, endpoint: IStreamServerEndpoint, factory: IProtocolFactory,
+                 description: str, startup: _Startup) -> None:
+        StreamServerEndpointService.__init__(self, endpoint, factory)
+        self.description = description
+        self.startup = startup
+
+    def privilegedStartService(self) -> None:
+        """
+        Start listening (before twistd sheds privileges).
+
+        @raise StartupError: when the endpoint fails at once (the port is
+            taken, say) before the reactor runs.
+        """
+        Service.privilegedStartService(self)
+        now: list[str] = []
+        synchronous = True
+
+        def failed(failure: Failure) -> None:
+            if failure.check(CancelledError):
+                return None
+            message = "Cannot listen on --listen {}: {}; exiting".format(
+                self.description, failure.getErrorMessage().rstrip("."))
+            if synchronous:
+                now.append(message)
+            else:
+                self.startup.fail(message)
+            return None
+
+        self._waitingForPort = self.endpoint.listen(self.factory)
+        self._waitingForPort.addErrback(failed)
+        synchronous = False
+        if now:
+            self.startup.fail(now[0])
+
+
+class _BrokerDeadline(Service):
+    """
+    Ends the process (status 1, one log line) when the server is not
+    ready (its broker not started) C{timeout} seconds after the reactor
+    started.
+
+    @ivar reactor: the reactor.
+    @ivar server: the L{scserver.server.SCServer} (its C{is_ready}).
+    @ivar timeout: seconds.
+    @ivar startup: the L{_Startup}.
+    """
+
+    name = "startup-timeout"
+
+    def __init__(self, reactor: Any, server: Any, timeout: float, startup: _Startup) -> None:
+        self.reactor = reactor
+        self.server = server
+        self.timeout = timeout
+        self.startup = startup
+        self._call: Any = None
+
+    def startService(self) -> None:
+        Service.startService(self)
+        self.reactor.callWhenRunning(self._arm)
+
+    def _arm(self) -> None:
+        if self.running and self._call is None:
+            self._call = self.reactor.callLater(self.timeout, self._expired)
+
+    def _expired(self) -> None:
+        self._call = None
+        if self.running and not self.server.is_ready:
+            self.startup.fail(
+                "The broker did not become ready within {:g} s (--startup-timeout);"
+                " exiting".format(self.timeout))
+
+    def stopService(self) -> None:
+        Service.stopService(self)
+        if self._call is not None:
+            if self._call.active():
+                self._call.cancel()
+            self._call = None
+
+
+class _StartupGuard(MultiService):
+    """
+    The parent's service with C{--workers}: an exception while it starts
+    (the sockets cannot be bound) becomes one log line and exit status 1
+    (L{_Startup.fail}) instead of a traceback.
+
+    @ivar startup: the L{_Startup}.
+    """
+
+    def __init__(self, startup: _Startup) -> None:
+        MultiService.__init__(self)
+        self.startup = startup
+
+    def privilegedStartService(self) -> None:
+        try:
+            MultiService.privilegedStartService(self)
+        except StartupError:
+            raise
+        except Exception as e:
+            self.startup.fail(
+                "Cannot start the workers: {}; exiting".format(str(e).rstrip(".")))
+
+    def startService(self) -> None:
+        try:
+            MultiService.startService(self)
+        except StartupError:
+            raise
+        except Exception as e:
+            self.startup.fail(
+                "Cannot start the workers: {}; exiting".format(str(e).rstrip(".")))
+
+
 class _SetupGate:
     """
     Holds back listening until the C{--app} setup has finished.
@@ -374,12 +688,15 @@ class _SetupGate:
     @ivar _waiting: the C{Deferred}s of L{wait} not fired yet.
     """
 
-    def __init__(self, setupDeferred: Deferred[Any], reactor: Any) -> None:
+    def __init__(self, setupDeferred: Deferred[Any], reactor: Any,
+                 startup: Optional[_Startup] = None) -> None:
         """
         @param setupDeferred: a C{Deferred} firing when the setup finished.
         @param reactor: the reactor to stop if the setup fails.
+        @param startup: the L{_Startup} that stops it (with exit status 1).
         """
         self._reactor = reactor
+        self._startup = startup if startup is not None else _Startup(reactor)
         self._done = False
         self._failed = False
         self._waiting: list[Deferred[None]] = []
@@ -390,8 +707,7 @@ class _SetupGate:
         if isinstance(result, Failure):
             self._failed = True
             _log.failure("The --app setup failed; stopping", result)
-            if self._reactor.running:
-                self._reactor.stop()
+            self._startup.stop()
         waiting, self._waiting = self._waiting, []
         for d in waiting:
             self._fire(d)
@@ -440,7 +756,8 @@ class _ListenAfter:
         return self._gate.wait().addCallback(lambda _: self._endpoint.listen(factory))
 
 
-def _setup_gate(result: object, reactor: Any) -> Optional[_SetupGate]:
+def _setup_gate(result: object, reactor: Any,
+                startup: Optional[_Startup] = None) -> Optional[_SetupGate]:
     """
     Make a L{_SetupGate} when C{setup(server)} returned a C{Deferred} or a
     coroutine; return C{None} when it finished synchronously.
@@ -449,11 +766,12 @@ def _setup_gate(result: object, reactor: Any) -> Optional[_SetupGate]:
         result = Deferred.fromCoroutine(result)
     if not isinstance(result, Deferred):
         return None
-    return _SetupGate(result, reactor)
+    return _SetupGate(result, reactor, startup)
 
 
 def build_service(
-    config: usage.Options, reactor: Any, server_factory: Callable[..., Any]
+    config: usage.Options, reactor: Any, server_factory: Callable[..., Any],
+    startup: Optional[_Startup] = None,
 ) -> MultiService:
     """
     Build the C{twistd scserver} service from parsed options.
@@ -467,8 +785,14 @@ def build_service(
     @return: a C{MultiService} holding the server, named C{"scserver"}, and
         one C{StreamServerEndpointService} per C{--listen} endpoint, which
         start listening when the service starts (after the C{--app} setup,
-        if it returned a Deferred or a coroutine).
+        if it returned a Deferred or a coroutine).  An endpoint that cannot
+        listen, or a broker not ready within C{--startup-timeout}, ends the
+        process with exit status 1 and one log line (C{startup}).
+    @param startup: a L{_Startup} (one that does not exit the process by
+        default; L{makeService} gives one that does).
     """
+    if startup is None:
+        startup = _Startup(reactor)
     options = dict(config["server_options"])
     if "broker" in options:
         options["broker"] = resolve_broker(options["broker"], reactor, "--broker")
@@ -480,7 +804,7 @@ def build_service(
 
     gate = None
     if config["setup"] is not None:
-        gate = _setup_gate(config["setup"](server), reactor)
+        gate = _setup_gate(config["setup"](server), reactor, startup)
 
     inherited = config.get("inherited")
     for i, description in enumerate(config["listen"]):
@@ -489,11 +813,14 @@ def build_service(
             fd, family = inherited[i]
             endpoint = _workers.InheritedEndpoint(reactor, description, fd, family)
         else:
-            endpoint = serverFromString(reactor, description)
+            endpoint = serverFromString(reactor, with_default_backlog(description))
         if gate is not None:
             endpoint = _ListenAfter(gate, endpoint)
-        listener = StreamServerEndpointService(endpoint, server.factory)
+        listener = _Listener(endpoint, server.factory, description, startup)
         listener.setServiceParent(service)
+    timeout = config.get("startup_timeout", DEFAULT_STARTUP_TIMEOUT)
+    if timeout is not None and hasattr(server, "is_ready"):
+        _BrokerDeadline(reactor, server, timeout, startup).setServiceParent(service)
     if inherited:
         _workers.ParentWatch(reactor).setServiceParent(service)
     return service
@@ -502,9 +829,12 @@ def build_service(
 def worker_arguments(config: usage.Options) -> list[str]:
     """
     The C{twistd scserver} arguments of a worker: every C{--listen}, the
-    C{--app} and every server option that was given, as given (so a
-    C{@file} key is read by each worker); not C{--workers} nor
-    C{--shutdown-timeout}.
+    C{--app}, C{--startup-timeout} if given, and every server option that
+    was given, as given, except a token key given as C{@path} or
+    C{env:NAME} (or read from L{AUTH_KEY_ENV}): that one is passed as
+    C{env:SCSERVER_...}, the value being in L{worker_environment}, so that
+    no key shows on a worker's command line (and a key file need not be
+    readable by the workers).  Not C{--workers} nor C{--shutdown-timeout}.
 
     @param config: a parsed L{Options}.
     @return: a C{list} of C{str}.
@@ -514,14 +844,67 @@ def worker_arguments(config: usage.Options) -> list[str]:
         arguments += ["--listen", description]
     if config["app"] is not None:
         arguments += ["--app", config["app"]]
+    if config.get("startup-timeout") is not None:
+        arguments += ["--startup-timeout", config["startup-timeout"]]
+    indirect = worker_environment(config)
     for option in OPTIONS:
         if config[option.flag] is not None:
-            arguments += ["--" + option.flag, config[option.flag]]
+            name = _SECRET_ENV.get(option.name)
+            if name is not None and name in indirect:
+                arguments += ["--" + option.flag, "env:" + name]
+            else:
+                arguments += ["--" + option.flag, config[option.flag]]
     return arguments
 
 
+def worker_environment(config: usage.Options) -> dict[str, str]:
+    """
+    The environment variables a worker gets besides the parent's: the
+    token keys that were given as C{@path} or C{env:NAME} (or read from
+    L{AUTH_KEY_ENV}), read by the parent, under
+    C{SCSERVER_AUTH_KEY}, C{SCSERVER_AUTH_PRIVATE_KEY} and
+    C{SCSERVER_AUTH_PUBLIC_KEY} (see L{worker_arguments}).
+
+    @param config: a parsed L{Options}.
+    @return: a C{dict}.
+    """
+    environment: dict[str, str] = {}
+    for name, variable in _SECRET_ENV.items():
+        text = config[name.replace("_", "-")]
+        value = config["server_options"].get(name)
+        if (isinstance(text, str) and text.startswith(("@", "env:"))
+                and isinstance(value, str)):
+            environment[variable] = value
+    return environment
+
+
+def _warn_short_key(config: usage.Options) -> bool:
+    """
+    Log a warning when C{--auth-key} is shorter than
+    L{MIN_AUTH_KEY_BYTES}: SocketCluster accepts any key (its examples use
+    C{"testkey"}), so a short key is not refused, but anyone holding one
+    token can find such a key by brute force and sign tokens of their own.
+
+    @return: whether it warned.
+    """
+    key = config["server_options"].get("auth_key")
+    if not isinstance(key, (str, bytes)):
+        return False
+    size = len(key.encode("utf-8") if isinstance(key, str) else key)
+    if size >= MIN_AUTH_KEY_BYTES:
+        return False
+    _log.warn(
+        "INSECURE: --auth-key is {size} bytes long, shorter than {minimum}: anyone"
+        " holding one token can guess such a key by brute force and forge tokens; use a"
+        " random key of {minimum} bytes or more (openssl rand -hex 32), from a file"
+        " (--auth-key @path) or the environment (--auth-key env:NAME, {env})",
+        size=size, minimum=MIN_AUTH_KEY_BYTES, env=AUTH_KEY_ENV)
+    return True
+
+
 def build_pool(config: usage.Options, reactor: Any,
-               executable: Optional[str] = None) -> MultiService:
+               executable: Optional[str] = None,
+               startup: Optional[_Startup] = None) -> MultiService:
     """
     Build the service of the parent process of C{--workers N}.
 
@@ -532,7 +915,10 @@ def build_pool(config: usage.Options, reactor: Any,
     @return: a C{MultiService} holding the
         L{scserver._workers.WorkerPool}, named C{"workers"}: it binds every
         C{--listen} endpoint when twistd starts it, then runs the workers
-        (with the parent's reactor type), each with L{worker_arguments}.
+        (with the parent's reactor type), each with L{worker_arguments}
+        and L{worker_environment}.  When the sockets cannot be bound, the
+        process ends with exit status 1 and one log line (C{startup}).
+    @param startup: a L{_Startup} (see L{build_service}).
     """
     name = _workers.reactor_name(reactor)
     pool = _workers.WorkerPool(
@@ -540,8 +926,8 @@ def build_pool(config: usage.Options, reactor: Any,
         shutdown_timeout=config["shutdown-timeout"],
         twistd_arguments=["--reactor", name] if name is not None else [],
         executable=executable if executable is not None else sys.executable,
-        handle_signals=True)
-    service = MultiService()
+        handle_signals=True, environment=worker_environment(config))
+    service = _StartupGuard(startup if startup is not None else _Startup(reactor))
     pool.setServiceParent(service)
     return service
 
@@ -557,9 +943,13 @@ def makeService(config: usage.Options) -> MultiService:
     """
     from twisted.internet import reactor
 
+    _quiet_excepthook()
+    startup = _Startup(reactor, _exit_at_end)
+    if config.get("inherited") is None:
+        _warn_short_key(config)
     if config["workers"] > 1:
-        return build_pool(config, reactor)
+        return build_pool(config, reactor, startup=startup)
 
     from .server import SCServer
 
-    return build_service(config, reactor, SCServer)
+    return build_service(config, reactor, SCServer, startup)

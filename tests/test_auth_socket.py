@@ -268,6 +268,17 @@ class SetAuthTokenTests(AuthTestMixin, SynchronousTestCase):
         self.assertEqual(self.conn.sent_events("#setAuthToken")[0]["data"],
                          {"token": "signed.token.value"})
 
+    def test_deauthenticateWhileSigning(self):
+        """deauthenticate() while signing: the signed token does not re-authenticate."""
+        self.server.set_auth_engine(SlowSigner())
+        d = self.socket.set_auth_token({"u": 1})
+        self.socket.deauthenticate()
+        self.server.auth_engine.pending.callback("signed.token.value")
+        self.successResultOf(d)
+        self.assertEqual(self.socket.auth_state, self.socket.UNAUTHENTICATED)
+        self.assertIsNone(self.socket.auth_token)
+        self.assertIsNone(self.socket.signed_auth_token)
+
     def test_algorithmRefused(self):
         errors = []
         self.socket.on("error", errors.append)
@@ -441,3 +452,171 @@ class CrossProcessTests(TestCase):
         status = connect(refused).handshake(token)
         self.assertIs(status["isAuthenticated"], False)
         self.assertEqual(status["authError"]["message"], "invalid signature")
+
+
+class PendingAuthenticateMiddlewareTests(AuthTestMixin, SynchronousTestCase):
+    """
+    While an asynchronous C{authenticate} middleware is deciding, the
+    socket does not report the token as its own: its C{req} carries it.
+    """
+
+    def setUp(self):
+        self.make()
+        self.decisions = []
+        self.requests = []
+
+        def authenticate(req, next):
+            self.requests.append(req)
+            d = defer.Deferred()
+            self.decisions.append(d)
+            return d
+
+        self.server.add_middleware(self.server.MIDDLEWARE_AUTHENTICATE, authenticate)
+        self.bob = sign({"username": "bob", "exp": START + 100})
+
+    def assertUnauthenticated(self, socket):
+        self.assertIsNone(socket.auth_token)
+        self.assertIsNone(socket.signed_auth_token)
+        self.assertIsNone(socket.get_auth_token())
+        self.assertEqual(socket.auth_state, socket.UNAUTHENTICATED)
+
+    def test_handshakeWhileDeciding(self):
+        conn = connect(self.server)
+        status = conn.invoke("#handshake", {"authToken": self.bob})
+        self.assertNoResult(status)
+        self.assertUnauthenticated(conn.socket)
+        self.assertEqual(self.requests[0].auth_token["username"], "bob")
+        self.assertEqual(self.requests[0].signed_auth_token, self.bob)
+        self.decisions[0].errback(InvalidArgumentsError("revoked"))
+        self.assertFalse(self.successResultOf(status)["isAuthenticated"])
+        self.assertUnauthenticated(conn.socket)
+        self.assertEqual(self.recorder.events, [])
+
+    def test_handshakeAllowed(self):
+        conn = connect(self.server)
+        status = conn.invoke("#handshake", {"authToken": self.bob})
+        self.assertUnauthenticated(conn.socket)
+        self.decisions[0].callback(None)
+        self.assertTrue(self.successResultOf(status)["isAuthenticated"])
+        self.assertEqual(conn.socket.auth_token["username"], "bob")
+        self.assertEqual(conn.socket.signed_auth_token, self.bob)
+        self.assertEqual(conn.socket.auth_state, conn.socket.AUTHENTICATED)
+
+    def test_eventWhileAuthenticateDecides(self):
+        """An event handled while #authenticate is pending sees no token."""
+        conn = connect(self.server)
+        conn.handshake()
+        seen = []
+        conn.socket.on("whoami", lambda data, respond: respond(
+            None, seen.append((conn.socket.auth_state, conn.socket.auth_token))))
+        reply = conn.authenticate(self.bob)
+        self.assertNoResult(reply)
+        self.assertUnauthenticated(conn.socket)
+        self.successResultOf(conn.invoke("whoami"))
+        self.assertEqual(seen, [("unauthenticated", None)])
+        self.decisions[0].errback(InvalidArgumentsError("revoked"))
+        self.assertEqual(self.successResultOf(reply)["isAuthenticated"], False)
+        self.assertUnauthenticated(conn.socket)
+        self.assertEqual(self.recorder.events, [])
+
+    def test_authenticateAllowed(self):
+        conn = connect(self.server)
+        conn.handshake()
+        reply = conn.authenticate(self.bob)
+        self.decisions[0].callback(None)
+        self.assertEqual(self.successResultOf(reply),
+                         {"isAuthenticated": True, "authError": None})
+        self.assertEqual(conn.socket.auth_token["username"], "bob")
+        self.assertIn(("socket", "authenticate"), self.recorder.names())
+
+    def test_previousTokenKeptWhileDeciding(self):
+        """A socket authenticated as alice stays alice until bob is allowed."""
+        conn = connect(self.server)
+        conn.handshake()
+        self.successResultOf(conn.socket.set_auth_token({"username": "alice"}))
+        reply = conn.authenticate(self.bob)
+        self.assertEqual(conn.socket.auth_token["username"], "alice")
+        self.assertEqual(conn.socket.auth_state, conn.socket.AUTHENTICATED)
+        self.decisions[0].errback(InvalidArgumentsError("no"))
+        self.assertEqual(self.successResultOf(reply)["isAuthenticated"], True)
+        self.assertEqual(conn.socket.auth_token["username"], "alice")
+
+
+class RequireExpiryTests(AuthTestMixin, SynchronousTestCase):
+    """The C{auth_require_expiry} option."""
+
+    def test_defaultAcceptsTokenWithoutExp(self):
+        self.make()
+        status = connect(self.server).handshake(sign({"username": "bob"}))
+        self.assertTrue(status["isAuthenticated"])
+
+    def test_handshakeTokenWithoutExpRefused(self):
+        self.make(auth_require_expiry=True)
+        conn = connect(self.server)
+        status = conn.handshake(sign({"username": "bob"}))
+        self.assertFalse(status["isAuthenticated"])
+        self.assertEqual(status["authError"]["name"], "AuthTokenInvalidError")
+        self.assertEqual(conn.sent_events("#removeAuthToken"), [
+            {"event": "#removeAuthToken", "data": None}])
+        self.assertIsNone(conn.socket.auth_token)
+        self.assertIn(("server", "badSocketAuthToken"), self.recorder.names())
+
+    def test_authenticateTokenWithoutExpRefused(self):
+        self.make(auth_require_expiry=True)
+        conn = connect(self.server)
+        conn.handshake()
+        failure = self.failureResultOf(conn.authenticate(sign({"username": "bob"})))
+        self.assertIsInstance(failure.value, AuthTokenInvalidError)
+        self.assertIsNone(conn.socket.auth_token)
+
+    def test_tokenWithExpAccepted(self):
+        self.make(auth_require_expiry=True)
+        status = connect(self.server).handshake(
+            sign({"username": "bob", "exp": START + 100}))
+        self.assertTrue(status["isAuthenticated"])
+
+    def test_setAuthTokenWithoutExpRefused(self):
+        self.make(auth_require_expiry=True)
+        conn = connect(self.server)
+        conn.handshake()
+        self.server.auth_config.default_expiry = None
+        self.failureResultOf(conn.socket.set_auth_token({"u": 1}), InvalidArgumentsError)
+        self.assertIsNone(conn.socket.auth_token)
+        self.successResultOf(conn.socket.set_auth_token({"u": 1}, expires_in=60))
+        self.assertEqual(conn.socket.auth_token["exp"], int(START) + 60)
+
+    def test_optionValues(self):
+        from scserver.auth import AuthConfig
+        from scserver.errors import InvalidOptionsError
+        self.assertFalse(AuthConfig.from_options({"auth_key": KEY}).require_expiry)
+        for value, expected in ((True, True), ("yes", True), ("false", False), (False, False)):
+            config = AuthConfig.from_options({"auth_key": KEY, "auth_require_expiry": value})
+            self.assertIs(config.require_expiry, expected)
+        self.assertRaises(InvalidOptionsError, AuthConfig.from_options,
+                          {"auth_key": KEY, "auth_require_expiry": "maybe"})
+        self.assertRaises(InvalidOptionsError, AuthConfig.from_options,
+                          {"auth_key": KEY, "auth_require_expiry": 2})
+
+
+class ExpiryLeewayTests(AuthTestMixin, SynchronousTestCase):
+    """The inbound-message expiry check allows C{auth_leeway}, as verification does."""
+
+    def setUp(self):
+        self.make(auth_leeway=30, ping_timeout_disabled=True)
+        self.conn = connect(self.server)
+        self.socket = self.conn.socket
+        self.conn.handshake()
+        self.socket.set_auth_token({"u": 1}, expires_in=10)
+        self.conn.pop_sent()
+
+    def test_withinLeeway(self):
+        self.clock.advance(39)
+        self.conn.emit("anything", 1)
+        self.assertEqual(self.conn.sent_events(), [])
+        self.assertEqual(self.socket.auth_state, self.socket.AUTHENTICATED)
+
+    def test_pastLeeway(self):
+        self.clock.advance(41)
+        self.conn.emit("anything", 1)
+        self.assertEqual(self.conn.sent_events(), [{"event": "#removeAuthToken", "data": None}])
+        self.assertIsNone(self.socket.auth_token)

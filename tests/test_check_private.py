@@ -79,3 +79,9 @@ class CheckPrivateTests(SynchronousTestCase):
         """The package itself passes (as the test command checks)."""
         root = os.path.join(os.path.dirname(os.path.dirname(SCRIPT)), "scserver")
         self.assertEqual(self.check(root)[0], 0)
+
+    def test_outside_modules(self):
+        """The private-looking names of outside modules (C{os._exit}) are not this rule's."""
+        root = self.package(app="import os\nimport sys as system\n\n"
+                                "def bye():\n    system._getframe()\n    os._exit(1)\n")
+        self.assertEqual(self.check(root)[0], 0)

@@ -452,12 +452,19 @@ class JSONCodecEncodeTests(SynchronousTestCase):
 
     def test_deep_nesting(self):
         """
-        Nesting deeper than the recursion limit raises L{ValueError}.
+        Nesting deeper than the recursion limit raises L{ValueError} (on
+        CPython; PyPy's encoder may go deeper and then encodes it right),
+        never a C{RecursionError}.
         """
+        depth = sys.getrecursionlimit() * 3
         deep = []
-        for _ in range(sys.getrecursionlimit() * 3):
+        for _ in range(depth):
             deep = [deep]
-        self.assertRaises(ValueError, self.encode, deep)
+        try:
+            text = self.encode(deep)
+        except ValueError:
+            return
+        self.assertEqual(text, "[" * (depth + 1) + "]" * (depth + 1))
 
     def test_fast_and_careful_encoders_agree(self):
         """

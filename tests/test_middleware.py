@@ -9,7 +9,9 @@ from scserver import SCServer
 from scserver.errors import (
     InvalidActionError,
     InvalidArgumentsError,
+    SCError,
     SilentMiddlewareBlockedError,
+    UnknownError,
 )
 from scserver.middleware import (
     MIDDLEWARE_EMIT,
@@ -21,8 +23,8 @@ from scserver.middleware import (
 )
 
 
-class CustomError(Exception):
-    pass
+class CustomError(SCError):
+    """An application's error: it blocks with itself, raised or not."""
 
 
 class ChainTests(SynchronousTestCase):
@@ -121,6 +123,27 @@ class ChainTests(SynchronousTestCase):
 
         self.chain.add(MIDDLEWARE_EMIT, broken)
         self.assertIsInstance(self.successResultOf(self.run_chain()).error, CustomError)
+
+    def test_unexpectedErrorsAreKeptFromTheClient(self):
+        """
+        A middleware that raises, or whose Deferred or coroutine fails,
+        with an exception that is not a SocketCluster error (a bug) blocks
+        with the generic C{UnknownError("Server error")}; the failure is
+        logged, with its traceback.
+        """
+        async def coroutine(req, next):
+            raise KeyError("password=hunter2")
+
+        def raising(req, next):
+            raise KeyError("password=hunter2")
+
+        for fn in (raising, lambda req, next: fail(KeyError("password=hunter2")), coroutine):
+            chain = MiddlewareChain(self.warnings.append)
+            chain.add(MIDDLEWARE_EMIT, fn)
+            error = self.successResultOf(chain.run(MIDDLEWARE_EMIT, self.req)).error
+            self.assertIsInstance(error, UnknownError)
+            self.assertEqual(str(error), "Server error")
+            self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
 
     def test_deferredSuccessAllows(self):
         d = Deferred()

@@ -22,6 +22,7 @@ from scserver.errors import (
     AuthTokenExpiredError,
     InvalidActionError,
     InvalidArgumentsError,
+    SCError,
     ServerProtocolError,
     SilentMiddlewareBlockedError,
 )
@@ -31,15 +32,19 @@ from tests._helpers import ClockServerCase, MemoryCase, names, publications
 KEY = "middleware-types-test-key-0123456789abcdef"
 
 
-class AppError(Exception):
-    """An application error; SocketCluster sends its class name as the name."""
+class AppError(SCError):
+    """
+    An application error; SocketCluster sends its class name as the name.
+    Applications derive their errors from the package's SocketCluster error
+    class: raised by a middleware, only those reach the client.
+    """
 
 
-class TooLazyHandshakeError(Exception):
+class TooLazyHandshakeError(SCError):
     pass
 
 
-class AuthenticateMiddlewareError(Exception):
+class AuthenticateMiddlewareError(SCError):
     pass
 
 

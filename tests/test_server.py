@@ -353,6 +353,33 @@ class SlowConsumerTests(ServerTestMixin, MemoryCase):
         self.wait(healthy.disconnect())
         stalled_end.resumeProducing()
 
+    def test_closeCodeEachSideSees(self):
+        """
+        The cut-off aborts the TCP connection: the server's socket closes
+        with 1008, but no close frame can reach a client that does not
+        read (it would queue behind what is already unread, and the abort
+        discards it), so the client sees the connection reset: 1006.
+        """
+        self.start(max_outbound_buffer=256 * 1024, ping_timeout_disabled=True)
+        stalled = self.connect()
+        client_closes = []
+        stalled.on("close", lambda code, reason: client_closes.append(code))
+        server_closes = []
+        socket = self.server.clients[stalled.id]
+        socket.on("close", lambda code, reason: server_closes.append((code, reason)))
+        stalled_end = self.net.connection_of(socket._output).client_transport
+        stalled_end.pauseProducing()
+        for _ in range(64):
+            if socket.state == "closed":
+                break
+            socket.emit("blob", "x" * 65536)
+            self.net.flush()
+        self.assertEqual(server_closes, [(1008, "Outbound buffer limit exceeded")])
+        stalled_end.resumeProducing()
+        self.net.flush()
+        self.assertEqual(client_closes, [1006])
+        self.assertEqual(stalled.state, "closed")
+
     def test_disabled(self):
         server = self.start(max_outbound_buffer=None)
         client = self.connect()

@@ -27,11 +27,16 @@ from tests._transcripts import advance_until, frames, load_transcript
 TRANSCRIPT_KEY = "golden-transcript-secret"
 
 
-class CustomError(Exception):
-    """An application error with a name and public fields (v14/02)."""
+class CustomError(errors.SCError):
+    """
+    An application error with a name and public fields (v14/02).  It
+    subclasses the package's SocketCluster error, as an application's own
+    errors do, so that it reaches the client raised as well as passed to
+    C{respond} (any other exception raised is kept from the client).
+    """
 
     def __init__(self, message):
-        Exception.__init__(self, message)
+        errors.SCError.__init__(self, message)
         self.name = "CustomError"
         self.code = 4242
         self.details = {"field": "amount", "reason": "negative"}
@@ -168,7 +173,10 @@ class TranscriptTests(SocketTestCase):
     def test_emit_ack_return_values(self):
         """
         The v14/02 replies produced by handlers that return values,
-        Deferreds or coroutines, or raise.
+        Deferreds or coroutines, or raise.  (v14 sent the message of any
+        Error; here a handler's failure that is not a SocketCluster error
+        is kept from the client, so the plain failure is one the handler
+        hands to C{respond} on purpose.)
         """
         def setup(socket, status):
             async def echo(data, respond):
@@ -179,8 +187,9 @@ class TranscriptTests(SocketTestCase):
 
             def fail_plain(data, respond):
                 d = Deferred()
-                self.clock.callLater(0.5, d.errback, Exception("plain Error, name not assigned"))
-                return d
+                self.clock.callLater(0.5, d.callback, None)
+                return d.addCallback(
+                    lambda _: respond(Exception("plain Error, name not assigned")))
 
             socket.on("echo", echo)
             socket.on("ackNoData", lambda data, respond: respond())
@@ -546,11 +555,16 @@ class HandlerTests(SocketTestCase):
         self.assertEqual(self.flushLoggedErrors(), [])
 
     def test_failing_deferred(self):
-        """A failing Deferred is the error reply."""
+        """
+        A Deferred failing with an unexpected exception (a bug): the client
+        gets the generic error, nothing of the cause; the traceback is
+        logged.
+        """
         self.socket.on("e", lambda data, respond: succeed(None).addCallback(
             lambda _: 1 / 0))
-        failure = self.failureResultOf(self.conn.invoke("e"))
-        self.assertEqual(failure.value.message, "division by zero")
+        failure = self.failureResultOf(self.conn.invoke("e"), errors.UnknownError)
+        self.assertEqual(failure.value.message, "Server error")
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
 
     def test_failing_coroutine(self):
         """A failing coroutine is the error reply."""
@@ -634,14 +648,29 @@ class HandlerTests(SocketTestCase):
         self.assertEqual(self.conn.state, SCServerSocket.OPEN)
 
     def test_builtin_exception_reply(self):
-        """A builtin exception's reply has only the message, like a plain JS Error."""
-        def handler(data, respond):
-            raise ValueError("plain")
-
-        self.socket.on("e", handler)
+        """
+        A builtin exception handed to C{respond} has only the message, like
+        a plain JS Error; raised, it is a bug: the client gets the generic
+        error, with none of the exception's text or attributes.
+        """
+        self.socket.on("e", lambda data, respond: respond(ValueError("plain")))
         cid = self.conn.emit("e", None, cid=True)
         self.assertEqual(self.conn.pop_sent(raw=True),
                          ['{"rid":%d,"error":{"message":"plain"}}' % (cid,)])
+
+        class DatabaseError(Exception):
+            def __init__(self):
+                Exception.__init__(self, "connection failed")
+                self.dsn = "postgres://app:s3cret@db/app"
+
+        def handler(data, respond):
+            raise DatabaseError()
+
+        self.socket.on("raising", handler)
+        cid = self.conn.emit("raising", None, cid=True)
+        self.assertEqual(self.conn.pop_sent(raw=True), [
+            '{"rid":%d,"error":{"message":"Server error","name":"UnknownError"}}' % (cid,)])
+        self.assertEqual(len(self.flushLoggedErrors(DatabaseError)), 1)
 
     def test_several_handlers(self):
         """Every handler runs; the first reply wins."""

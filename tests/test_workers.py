@@ -374,6 +374,11 @@ class PoolReactor(MemoryReactorClock):
         self.processes.append(process)
         return process
 
+    def callWhenRunning(self, callable, *args, **kw):
+        # A running reactor calls at once (as MemoryReactor does from
+        # Twisted 24.7 on; older ones only keep the call).
+        callable(*args, **kw)
+
 
 class PoolTests(unittest.SynchronousTestCase):
     """
