@@ -176,6 +176,8 @@ class SCServerSocket(EventEmitter):
         self._channels: dict[str, bool] = {}
         self._bytes_received = 0
         self._expired: Optional[Exception] = None
+        # The token set_auth_token is signing (the latest call wins).
+        self._issuing: Optional[dict[str, Any]] = None
         options = server.options
         self._engine = _engine.ProtocolEngine(
             self.codec, self._clock, self, output,
@@ -558,8 +560,14 @@ class SCServerSocket(EventEmitter):
                     "socket": self,
                 })
         except Exception as e:
-            error = e if _is_auth_error(e) else AuthTokenError(str(e))
-            return error, not isinstance(error, AuthTokenNotBeforeError)
+            if _is_auth_error(e):
+                return e, not isinstance(e, AuthTokenNotBeforeError)
+            # The auth engine failed (a bug, a key store down): the token
+            # is refused, and nothing of the cause reaches the client.
+            failure_log_for(self._clock).failure(
+                self._log, "The auth engine failed to verify a token of socket {id}",
+                id=self.id)
+            return AuthTokenError("The token could not be verified"), True
         if type(token) is not dict:
             return AuthTokenInvalidError("The token payload must be an object"), True
         if config.require_expiry and "exp" not in token:
@@ -622,11 +630,14 @@ class SCServerSocket(EventEmitter):
     def set_auth_token(self, data: dict[str, Any], expires_in: Optional[float] = None,
                        **options: Any) -> Deferred[str]:
         """
-        Make C{data} (a dict) the socket's auth token: the socket is
-        authenticated at once (as in SocketCluster v14, whose behaviour the
-        checklist tests pin), and the signed token is sent to the client
-        in a C{#setAuthToken} event; C{signed_auth_token} is set once the
-        token is signed.
+        Make C{data} (a dict) the socket's auth token: once the token is
+        signed, the socket is authenticated with it (C{auth_token},
+        C{signed_auth_token}, C{auth_state}) and the signed token is sent
+        to the client in a C{#setAuthToken} event.  With an auth engine
+        that signs asynchronously, the socket keeps its previous state
+        until then (SocketCluster v14 switched at once, before the token
+        existed); a later C{set_auth_token} or a C{deauthenticate} while
+        signing wins: the earlier token is then neither taken nor sent.
 
         As in SocketCluster v14, the C{authenticate} middleware does not
         run: the server issued the token itself.  With the server option
@@ -659,9 +670,7 @@ class SCServerSocket(EventEmitter):
         if config.require_expiry and "exp" not in token:
             return fail(InvalidArgumentsError(
                 "The auth token needs an exp: the server requires expiring tokens"))
-        old_state = self.auth_state
-        self.auth_token = token
-        self.auth_state = self.AUTHENTICATED
+        self._issuing = token
         sign_options = dict(options)
         sign_options["algorithm"] = config.algorithm
         sign_options["expires_in"] = None
@@ -669,11 +678,16 @@ class SCServerSocket(EventEmitter):
                                          config.signature_key, sign_options)
 
         def signed(signed_token: str) -> str:
-            if self.auth_token is token:
-                self.signed_auth_token = signed_token
-                self._emit("authTokenSigned", signed_token)
+            if self._issuing is not token:
+                return signed_token  # superseded, or deauthenticated meanwhile
+            self._issuing = None
+            previous = self.auth_state
+            self.auth_token = token
+            self.signed_auth_token = signed_token
+            self.auth_state = self.AUTHENTICATED
+            self._emit("authTokenSigned", signed_token)
             self._engine.send_packet({"event": "#setAuthToken", "data": {"token": signed_token}})
-            self._trigger_auth_events(old_state)
+            self._trigger_auth_events(previous)
             return signed_token
 
         def failed(failure: Failure) -> Failure:
@@ -690,6 +704,7 @@ class SCServerSocket(EventEmitter):
         self._engine.send_packet({"event": "#removeAuthToken", "data": None})
 
     def _deauthenticate_self(self) -> None:
+        self._issuing = None
         old_token = self.auth_token
         old_state = self.auth_state
         self.auth_token = None

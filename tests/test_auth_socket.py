@@ -256,17 +256,36 @@ class SetAuthTokenTests(AuthTestMixin, SynchronousTestCase):
         self.successResultOf(self.socket.set_auth_token({"u": 1, "exp": exp}, expires_in=1000))
         self.assertEqual(self.socket.auth_token["exp"], exp)
 
-    def test_stateIsSetAtOnce(self):
+    def test_stateIsSetOnceSigned(self):
+        """
+        With an engine that signs later, the socket is authenticated with
+        the token only once it is signed (an event handled meanwhile does
+        not see a token that may never exist).
+        """
         self.server.set_auth_engine(SlowSigner())
         d = self.socket.set_auth_token({"u": 1})
-        self.assertEqual(self.socket.auth_state, self.socket.AUTHENTICATED)
-        self.assertEqual(self.socket.auth_token["u"], 1)
+        self.assertEqual(self.socket.auth_state, self.socket.UNAUTHENTICATED)
+        self.assertIsNone(self.socket.auth_token)
         self.assertNoResult(d)
         self.assertEqual(self.conn.sent_events(), [])
         self.server.auth_engine.pending.callback("signed.token.value")
         self.assertEqual(self.successResultOf(d), "signed.token.value")
+        self.assertEqual(self.socket.auth_state, self.socket.AUTHENTICATED)
+        self.assertEqual(self.socket.auth_token["u"], 1)
         self.assertEqual(self.conn.sent_events("#setAuthToken")[0]["data"],
                          {"token": "signed.token.value"})
+
+    def test_deauthenticatedWhileSigningSendsNothing(self):
+        """
+        deauthenticate() while signing: the client gets C{#removeAuthToken}
+        and no C{#setAuthToken} afterwards (it would believe itself
+        authenticated).
+        """
+        self.server.set_auth_engine(SlowSigner())
+        self.socket.set_auth_token({"u": 1})
+        self.socket.deauthenticate()
+        self.server.auth_engine.pending.callback("signed.token.value")
+        self.assertEqual([e["event"] for e in self.conn.sent_events()], ["#removeAuthToken"])
 
     def test_deauthenticateWhileSigning(self):
         """deauthenticate() while signing: the signed token does not re-authenticate."""

@@ -93,3 +93,24 @@ class SocketFloodTests(SynchronousTestCase):
             self.assertEqual(conn.reply_to(cid)["error"],
                              {"message": "Server error", "name": "UnknownError"})
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), FAILURE_LOG_LIMIT)
+
+
+class AuthEngineFailureTests(SynchronousTestCase):
+    """An auth engine that fails (not a token error) tells the client nothing of why."""
+
+    def test_verify_raises(self):
+        class BrokenEngine:
+            def sign_token(self, payload, key, options):
+                return "a.b.c"
+
+            def verify_token(self, signed, key, options):
+                raise RuntimeError("key store at redis://:hunter2@10.0.0.9 is down")
+
+        server = make_server()
+        server.set_auth_engine(BrokenEngine())
+        conn = connect(server)
+        status = conn.handshake("a.b.c")
+        self.assertFalse(status["isAuthenticated"])
+        self.assertEqual(status["authError"],
+                         {"message": "The token could not be verified", "name": "AuthTokenError"})
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
