@@ -49,3 +49,23 @@ def handshaken(server, number=0):
     assert b'"rid":1' in transport.value(), "no handshake reply"
     transport.clear()
     return protocol, transport
+
+
+UNLIMITED = ("max_messages_per_second", "max_bytes_per_second", "max_inflight_requests",
+             "max_batch_size", "max_messages_per_turn")
+"""The admission limits a benchmark turns off: its clock does not move, so a
+per-second budget would be spent at once."""
+
+
+def bench_options(**options):
+    """
+    C{options} for the benchmark's server, with the admission limits off
+    where this scserver has them (the benchmarks also run against trees from
+    before they existed).
+    """
+    from scserver.options import DEFAULTS
+
+    for name in UNLIMITED:
+        if name in DEFAULTS:
+            options[name] = None
+    return options

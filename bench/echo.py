@@ -47,7 +47,7 @@ import scserver  # noqa: E402
 from scserver import SCServer  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _wire import client_frame, handshaken  # noqa: E402
+from _wire import bench_options, client_frame, handshaken  # noqa: E402
 
 DATA = {"user": "bench", "text": "hello world", "n": 0}
 
@@ -154,7 +154,7 @@ def main():
 
     print("scserver: {} [{}]".format(scserver.__file__, generation()))
 
-    server = SCServer(reactor=Clock(), auth_key="bench", ping_timeout_disabled=True)
+    server = SCServer(reactor=Clock(), **bench_options(auth_key="bench", ping_timeout_disabled=True))
     server.startService()
 
     def on_connection(socket, status):

@@ -30,7 +30,7 @@ from twisted.internet.task import Clock  # noqa: E402
 from scserver import SCServer  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _wire import client_frame, handshaken  # noqa: E402
+from _wire import bench_options, client_frame, handshaken  # noqa: E402
 
 def subscriber(server, channel, number):
     protocol, transport = handshaken(server, number)
@@ -59,7 +59,7 @@ def main():
     parser.add_argument("--publications", type=int, default=200)
     args = parser.parse_args()
 
-    server = SCServer(reactor=Clock(), auth_key="bench", ping_timeout_disabled=True)
+    server = SCServer(reactor=Clock(), **bench_options(auth_key="bench", ping_timeout_disabled=True))
     server.startService()
     transports = [subscriber(server, "bench", n) for n in range(args.subscribers)]
     assert len(server.exchange._sockets["bench"]) == args.subscribers

@@ -18,6 +18,10 @@ protocol is therefore written once and testable frame by frame:
    pings and closes with 4000 when they stop;
  - the server's handshake timer (close 4005) and strict handshake (close
    4009);
+ - (server) the inbound limits of a socket: its budget of messages and
+   bytes per second (L{InboundBudget}, close L{CLOSE_RATE_LIMIT}), the
+   size of a batch (close L{CLOSE_BATCH_TOO_LARGE}) and the requests in
+   flight (a C{ResourceLimitError} reply);
  - C{#disconnect} and close codes: a server close announces itself with a
    C{#disconnect} event (unless the peer speaks v2) and the reason in the
    close frame (the union dialect); a client close does as
@@ -34,6 +38,7 @@ from zope.interface import Interface
 from .errors import (
     BadConnectionError,
     InvalidMessageError,
+    ResourceLimitError,
     TimeoutError,
     as_exception,
     dehydrate_error,
@@ -62,6 +67,14 @@ DEFAULT_TIMEOUT = object()
 
 _MAX_SAFE_INTEGER = 2 ** 53 - 1
 _MAX_CID_TEXT = 128
+
+CLOSE_RATE_LIMIT = 4100
+"""The server's close code for a socket that sent more than its inbound budget
+(the C{max_messages_per_second} and C{max_bytes_per_second} options)."""
+
+CLOSE_BATCH_TOO_LARGE = 4101
+"""The server's close code for an inbound batch of more than C{max_batch_size}
+packets."""
 
 
 class IEngineOutput(Interface):
@@ -222,6 +235,55 @@ def reply_deferred(forget):
     return d, callback
 
 
+class InboundBudget:
+    """
+    A token bucket of inbound messages and bytes per second, on a clock.
+
+    Each bucket holds one second's worth (the byte bucket at least
+    C{burst_bytes}, so that one message of the largest size allowed always
+    fits), and refills continuously.
+    """
+
+    __slots__ = ("_clock", "_message_rate", "_byte_rate", "_message_cap", "_byte_cap",
+                 "_messages", "_bytes", "_stamp")
+
+    def __init__(self, clock, messages_per_second=None, bytes_per_second=None, burst_bytes=0):
+        """
+        @param clock: an C{IReactorTime}.
+        @param messages_per_second: the message rate, or C{None} for no limit.
+        @param bytes_per_second: the byte rate, or C{None} for no limit.
+        @param burst_bytes: the least the byte bucket holds.
+        """
+        self._clock = clock
+        self._message_rate = messages_per_second
+        self._byte_rate = bytes_per_second
+        self._message_cap = messages_per_second
+        self._byte_cap = None if bytes_per_second is None else max(bytes_per_second, burst_bytes)
+        self._messages = self._message_cap
+        self._bytes = self._byte_cap
+        self._stamp = clock.seconds()
+
+    def take(self, size):
+        """
+        Spend one message of C{size} bytes.
+
+        @return: C{False} when this message is beyond the budget.
+        """
+        now = self._clock.seconds()
+        elapsed = max(0.0, now - self._stamp)
+        self._stamp = now
+        ok = True
+        if self._message_rate is not None:
+            messages = min(self._message_cap, self._messages + elapsed * self._message_rate) - 1
+            self._messages = messages
+            ok = messages >= 0
+        if self._byte_rate is not None:
+            spent = min(self._byte_cap, self._bytes + elapsed * self._byte_rate) - size
+            self._bytes = spent
+            ok = ok and spent >= 0
+        return ok
+
+
 class _PendingAck:
     __slots__ = ("event", "callback", "timer")
 
@@ -250,7 +312,8 @@ class ProtocolEngine:
     def __init__(self, codec, clock, owner, output, *, role=SERVER, protocol_version="auto",
                  ping_interval=8.0, ping_timeout=20.0, ping_timeout_disabled=False,
                  handshake_timeout=10.0, ack_timeout=10.0, strict_handshake=True,
-                 batch_duration=None, next_cid=None):
+                 batch_duration=None, next_cid=None, max_batch_size=None,
+                 max_inflight_requests=None, budget=None):
         """
         @param codec: the codec (an L{scserver.interfaces.ICodecEngine}).
         @param clock: an C{IReactorTime}.
@@ -266,6 +329,17 @@ class ProtocolEngine:
         @param next_cid: a callable returning the next call id; the engine
             counts from 1 by itself when C{None} (a client socket shares one
             counter across its connections, as socketcluster-client does).
+        @param max_batch_size: (server) the most packets an inbound batch
+            may hold; a larger batch closes the connection with
+            L{CLOSE_BATCH_TOO_LARGE}.  C{None}: no limit.
+        @param max_inflight_requests: (server) the most requests of the
+            peer (events with a cid) not answered yet; beyond, a request is
+            answered with a L{scserver.errors.ResourceLimitError} and not
+            reported to the owner.  A request unanswered for C{ack_timeout}
+            no longer counts.  C{None}: no limit.
+        @param budget: (server) an L{InboundBudget}; a message beyond it
+            closes the connection with L{CLOSE_RATE_LIMIT}.  C{None}: no
+            limit.
         """
         if role not in (SERVER, CLIENT):
             raise ValueError("role must be SERVER or CLIENT")
@@ -284,6 +358,14 @@ class ProtocolEngine:
         self.ack_timeout = ack_timeout
         self.strict_handshake = strict_handshake and role == SERVER
         self.batch_duration = batch_duration
+        self.max_batch_size = max_batch_size
+        self.max_inflight_requests = max_inflight_requests
+        self._budget = budget
+        # Requests of the peer not answered yet (with a limit): cid →
+        # [count, time of the latest], and their total.
+        self._inflight = None if max_inflight_requests is None else {}
+        self._inflight_count = 0
+        self._inflight_sweep = 0.0
         self._cid = 0
         self._next_cid = next_cid if next_cid is not None else self._count_cid
         self._pending = {}
@@ -321,6 +403,9 @@ class ProtocolEngine:
         self.owner.engine_message(payload)
         if self.state == CLOSED:
             return
+        if self._budget is not None and not self._budget.take(len(payload)):
+            self.close(CLOSE_RATE_LIMIT, "Inbound rate limit exceeded")
+            return
         if self.role == SERVER:
             self._reset_heartbeat()
         if payload == PING_V2:
@@ -342,6 +427,9 @@ class ProtocolEngine:
                 self._violation()
                 return
         if type(obj) is list:
+            if self.max_batch_size is not None and len(obj) > self.max_batch_size:
+                self.close(CLOSE_BATCH_TOO_LARGE, "Batch too large")
+                return
             for item in obj:
                 if self.state == CLOSED:
                     return
@@ -381,12 +469,73 @@ class ProtocolEngine:
                     self.owner.engine_error(InvalidMessageError(
                         "Ignored the invalid cid of a {!r} event".format(event)))
                 cid = checked
+                if self._inflight is not None and cid is not None and not self._admit(cid):
+                    return
             self.owner.engine_event(event, data, cid)
             return
         if "rid" in obj:
             self._reply(obj)
             return
         self.owner.engine_raw(obj)
+
+    def _admit(self, cid):
+        """
+        Count the request C{cid} in flight, or answer it with a
+        L{scserver.errors.ResourceLimitError} when C{max_inflight_requests}
+        are in flight already.
+
+        @return: whether the request may run.
+        """
+        inflight = self._inflight
+        now = self.clock.seconds()
+        if self._inflight_count >= self.max_inflight_requests:
+            if now >= self._inflight_sweep:
+                # Forget the requests unanswered for ack_timeout, and note
+                # when the oldest left can expire: until then a refusal
+                # costs no sweep.
+                horizon = now - self.ack_timeout
+                oldest = now
+                for key, entry in list(inflight.items()):
+                    if entry[1] <= horizon:
+                        del inflight[key]
+                        self._inflight_count -= entry[0]
+                    elif entry[1] < oldest:
+                        oldest = entry[1]
+                self._inflight_sweep = oldest + self.ack_timeout
+            if self._inflight_count >= self.max_inflight_requests:
+                self._write_encoded({"rid": cid, "error": dehydrate_error(ResourceLimitError(
+                    "Too many requests in flight: the limit is {}".format(
+                        self.max_inflight_requests)))})
+                return False
+        entry = inflight.get(cid)
+        if entry is None:
+            inflight[cid] = [1, now]
+        else:
+            entry[0] += 1
+            entry[1] = now
+        self._inflight_count += 1
+        return True
+
+    def release(self, cid):
+        """
+        The peer's request C{cid} will not be answered (no handler wants
+        it): it no longer counts against C{max_inflight_requests}.
+        L{respond} releases the requests it answers.
+        """
+        inflight = self._inflight
+        if inflight:
+            entry = inflight.get(cid)
+            if entry is not None:
+                self._inflight_count -= 1
+                if entry[0] <= 1:
+                    del inflight[cid]
+                else:
+                    entry[0] -= 1
+
+    @property
+    def inflight_requests(self):
+        """The number of the peer's requests not answered yet (counted with a limit only)."""
+        return self._inflight_count
 
     def _reply(self, obj):
         rid = obj.get("rid")
@@ -608,6 +757,8 @@ class ProtocolEngine:
         """
         if cid is None or self.state == CLOSED:
             return
+        if self._inflight:
+            self.release(cid)
         packet = {"rid": cid}
         if error is not None and error is not False:
             packet["error"] = dehydrate_error(error)
@@ -683,6 +834,9 @@ class ProtocolEngine:
         self._handshake_timer = self._heartbeat_timer = self._ping_loop = None
         self._auto_grace = self._batch_timer = None
         self._batch = []
+        if self._inflight:
+            self._inflight.clear()
+            self._inflight_count = 0
         pending, self._pending = self._pending, {}
         for ack in pending.values():
             self._cancel(ack.timer)

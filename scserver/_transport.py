@@ -44,6 +44,7 @@ __all__ = [
     "SCClientFactory",
     "origin_allowed",
     "handshake_limit",
+    "http_paths",
 ]
 
 _CLOSE_TIMEOUT = 2.0
@@ -72,6 +73,31 @@ def handshake_limit(value):
     if limit <= 0:
         raise InvalidOptionsError("max_handshake_size must be positive (or None)")
     return limit
+
+
+def http_paths(options):
+    """
+    The plain HTTP endpoints of the C{health_path} and C{metrics_path}
+    options.
+
+    @return: a dict of path (bytes) to C{"health"} or C{"metrics"}; an
+        empty or C{None} option has no entry.
+    @raise InvalidOptionsError: for a path that does not start with C{/},
+        or is the WebSocket path or the other endpoint's.
+    """
+    paths = {}
+    for name, what in (("health_path", "health"), ("metrics_path", "metrics")):
+        path = options.get(name)
+        if not path:
+            continue
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise InvalidOptionsError("{} must start with /, not {!r}".format(name, path))
+        key = path.encode("utf-8")
+        if path == options["path"] or key in paths:
+            raise InvalidOptionsError(
+                "{} {!r} is already the path of another endpoint".format(name, path))
+        paths[key] = what
+    return paths
 
 
 class UpgradeRequest:
@@ -166,14 +192,20 @@ class SCServerProtocol(WebSocketServerProtocol):
     _log = Logger()
     sc_socket = None
     sc_request = None
+    _stats = None
     _paused_bytes = None
     _outbound_limit = None
     _head = None
     _preopen_bytes = 0
+    _admitted = None
+    _turn_limit = None
+    _turn_messages = 0
+    _turn_call = None
 
     def connectionMade(self):
         """Set up the Deferred that fires when the connection is gone."""
         self.closed = Deferred()
+        self._stats = self.factory.server.stats
         # The request head is gathered here, not in autobahn's buffer (see
         # _dataReceived).
         self._head = bytearray()
@@ -233,6 +265,10 @@ class SCServerProtocol(WebSocketServerProtocol):
         if raw and "?" in raw:
             query = "?" + raw.split("?", 1)[1]
         address = getattr(self.transport.getPeer(), "host", None)
+        refused = server.admit_connection(address)
+        if refused is not None:
+            raise ConnectionDeny(*refused)
+        self._admitted = (server, address)
         self.sc_request = UpgradeRequest(
             path + query, dict(request.headers), origin, request.peer, request.params, address)
         blocked = server.middleware.run(
@@ -262,13 +298,65 @@ class SCServerProtocol(WebSocketServerProtocol):
             return None
         return WebSocketServerProtocol.succeedHandshake(self, res)
 
+    def processHandshake(self):
+        """
+        Answer a plain HTTP request (no upgrade) for the health or metrics
+        path (see L{_answer_http}); hand anything else to autobahn.
+        """
+        if self.factory.http_paths and self._answer_http():
+            return None
+        return WebSocketServerProtocol.processHandshake(self)
+
+    def _answer_http(self):
+        """
+        When the request head in C{self.data} is a C{GET} (or C{HEAD}) of
+        the C{health_path} or C{metrics_path} without an C{Upgrade}
+        header, answer it and close the connection.
+
+        @return: whether the request was answered.
+        """
+        data = self.data
+        end = data.find(_END_OF_HEAD)
+        if end < 0:
+            return False
+        line_end = data.find(b"\r\n")
+        parts = data[:line_end].split()
+        if len(parts) != 3 or parts[0] not in (b"GET", b"HEAD"):
+            return False
+        what = self.factory.http_paths.get(parts[1].split(b"?", 1)[0])
+        if what is None:
+            return False
+        for header in data[line_end + 2:end].split(b"\r\n"):
+            if header.split(b":", 1)[0].strip().lower() == b"upgrade":
+                return False
+        server = self.factory.server
+        if what == "health":
+            if server.is_ready and server.running:
+                code, status, body = 200, "OK", b"ok\n"
+            else:
+                code, status, body = 503, "Service Unavailable", b"not ready\n"
+            content_type = "text/plain; charset=utf-8"
+        else:
+            from ._metrics import METRICS_CONTENT_TYPE, render
+            code, status, body = 200, "OK", render(server.metrics_registry)
+            content_type = METRICS_CONTENT_TYPE
+        head = "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n" \
+               "Cache-Control: no-store\r\nConnection: close\r\n\r\n".format(
+                   code, status, content_type, len(body))
+        self.data = b""
+        self.wasNotCleanReason = "HTTP {} request answered".format(what)
+        self.sendData(head.encode("ascii") + (body if parts[0] == b"GET" else b""))
+        self.dropConnection(abort=False)
+        return True
+
     def failHandshake(self, reason, code=400, responseHeaders=None):
         """Answer a refused upgrade with C{code} and C{reason} as a text body."""
         self.wasNotCleanReason = reason
         body = reason.encode("utf-8")
         status = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
-                  404: "Not Found", 431: "Request Header Fields Too Large",
-                  500: "Internal Server Error"}.get(code, "Error")
+                  404: "Not Found", 429: "Too Many Requests",
+                  431: "Request Header Fields Too Large",
+                  500: "Internal Server Error", 503: "Service Unavailable"}.get(code, "Error")
         head = "HTTP/1.1 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\n" \
                "Content-Length: {}\r\nConnection: close\r\n".format(code, status, len(body))
         for name, value in responseHeaders or ():
@@ -279,6 +367,7 @@ class SCServerProtocol(WebSocketServerProtocol):
     def onOpen(self):
         """The WebSocket is open: create the L{scserver.SCServerSocket}."""
         self._outbound_limit = self.factory.server.options["max_outbound_buffer"]
+        self._turn_limit = self.factory.server.options["max_messages_per_turn"]
         self._paused_bytes = None
         # Behind twisted.web the HTTP channel is the transport's producer
         # already; there the limit does not apply.
@@ -303,13 +392,49 @@ class SCServerProtocol(WebSocketServerProtocol):
             "Socket {id} stopped reading: {size} bytes queued for it; closing it (1008)",
             id=socket.id if socket else None, size=self._paused_bytes)
         self._paused_bytes = None
+        self._stats.slow_consumers += 1
         if socket is not None:
             socket.connection_lost(1008, "Outbound buffer limit exceeded")
         self.dropConnection(abort=True)
         return False
 
+    def consumeData(self):
+        """
+        Handle the frames read, at most C{max_messages_per_turn} messages at
+        a time: past them, stop reading this connection and go on in a
+        later reactor turn, so that a client flooding the server does not
+        keep the others waiting.
+        """
+        limit = self._turn_limit
+        if limit is None or self.state != WebSocketServerProtocol.STATE_OPEN:
+            WebSocketServerProtocol.consumeData(self)
+            return
+        if self._turn_call is not None:
+            return  # yielding: the bytes wait in self.data
+        # A read (a reactor turn: the reactor reads a connection once per
+        # turn) starts a new count.
+        self._turn_messages = 0
+        while self._turn_messages < limit and self.processData() and \
+                self.state == WebSocketServerProtocol.STATE_OPEN:
+            pass
+        if self._turn_messages >= limit and self.state == WebSocketServerProtocol.STATE_OPEN:
+            self.transport.pauseProducing()
+            self._turn_call = self.factory.reactor.callLater(0, self._next_turn)
+        elif self.state == WebSocketServerProtocol.STATE_CLOSING:
+            WebSocketServerProtocol.consumeData(self)
+
+    def _next_turn(self):
+        self._turn_call = None
+        self._turn_messages = 0
+        if self.state != WebSocketServerProtocol.STATE_OPEN:
+            return
+        self.transport.resumeProducing()
+        if self.data:
+            self.consumeData()
+
     def onMessage(self, payload, isBinary):
         """Hand one message to the socket (autobahn checked a text frame's UTF-8)."""
+        self._turn_messages += 1
         socket = self.sc_socket
         if socket is not None:
             socket.receive(payload if isBinary else payload.decode("utf-8"))
@@ -340,6 +465,12 @@ class SCServerProtocol(WebSocketServerProtocol):
         socket = self.sc_socket
         if socket is not None:
             socket.connection_lost(1006, None)
+        call, self._turn_call = self._turn_call, None
+        if call is not None and call.active():
+            call.cancel()
+        admitted, self._admitted = self._admitted, None
+        if admitted is not None:
+            admitted[0].release_connection(admitted[1])
         closed, self.closed = self.closed, None
         if closed is not None:
             closed.callback(None)
@@ -356,13 +487,20 @@ class SCServerProtocol(WebSocketServerProtocol):
         else:
             payload = bytes(payload)
             binary = True
+        stats = self._stats
+        stats.messages_out += 1
+        stats.bytes_out += len(payload)
         if self._paused_bytes is None or self._queued(len(payload)):
             self.sendMessage(payload, binary)
 
     def write_prepared(self, prepared):
         """Send a message prepared once for many connections."""
-        if self.state == WebSocketServerProtocol.STATE_OPEN and (
-                self._paused_bytes is None or self._queued(len(prepared.payloadHybi))):
+        if self.state != WebSocketServerProtocol.STATE_OPEN:
+            return
+        stats = self._stats
+        stats.messages_out += 1
+        stats.bytes_out += len(prepared.payload)
+        if self._paused_bytes is None or self._queued(len(prepared.payloadHybi)):
             self.sendPreparedMessage(prepared)
 
     def close(self, code, reason):
@@ -385,6 +523,7 @@ class SCServerFactory(WebSocketServerFactory):
         factory sits behind a C{twisted.web} resource, which routes by path).
     @ivar max_handshake_size: the bytes a connection may receive before its
         upgrade completes (the C{max_handshake_size} option), or C{None}.
+    @ivar http_paths: the plain HTTP endpoints (see L{http_paths}).
     """
 
     protocol = SCServerProtocol
@@ -395,6 +534,7 @@ class SCServerFactory(WebSocketServerFactory):
         self.any_path = False
         options = server.options
         self.max_handshake_size = handshake_limit(options["max_handshake_size"])
+        self.http_paths = http_paths(options)
         protocol_options = dict(
             maxFramePayloadSize=options["max_payload"],
             maxMessagePayloadSize=options["max_payload"],

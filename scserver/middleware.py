@@ -152,6 +152,8 @@ class MiddlewareChain:
         self.emit_warnings = emit_warnings
         self._clock = clock
         self._stacks: dict[str, list[Callable[..., Any]]] = {}
+        #: middleware type -> actions it blocked (read by the /metrics scrape)
+        self.blocks: dict[str, int] = {}
 
     def add(self, type: str, fn: Callable[..., Any]) -> None:
         """
@@ -201,6 +203,7 @@ class MiddlewareChain:
         return None
 
     def _blocked(self, type, error, value):
+        self.blocks[type] = self.blocks.get(type, 0) + 1
         if error is True or getattr(error, "silent", False):
             return Blocked(
                 SilentMiddlewareBlockedError(

@@ -172,6 +172,31 @@ OPTIONS = [
            "bytes queued for a client that stopped reading before it is cut off (its"
            " server socket closes with 1008, the client sees the connection reset, 1006;"
            " not applied behind twisted.web)"),
+    Option("max_connections", None, _optional(int),
+           "open WebSocket connections this process accepts; beyond, the upgrade is"
+           " refused with 503 (none: no limit)"),
+    Option("max_connections_per_ip", None, _optional(int),
+           "open WebSocket connections from one remote address; beyond, the upgrade is"
+           " refused with 429 (none: no limit; behind a proxy every client has its address)"),
+    Option("max_messages_per_second", 2000, _optional(float),
+           "inbound messages a socket may send per second (a burst of one second's worth);"
+           " beyond, close 4100 (none: no limit)"),
+    Option("max_bytes_per_second", 8388608, _optional(float),
+           "inbound bytes (characters of text messages) a socket may send per second (a"
+           " burst of one second's worth, at least max_payload); beyond, close 4100"
+           " (none: no limit)"),
+    Option("max_inflight_requests", 2000, _optional(int),
+           "requests (events with a cid) of one socket not answered yet; beyond, the"
+           " request is answered with a ResourceLimitError (none: no limit)"),
+    Option("max_batch_size", 2000, _optional(int),
+           "packets in one inbound batch (a JSON array); beyond, close 4101 (none: no"
+           " limit)"),
+    Option("max_messages_per_turn", 100, _optional(int),
+           "inbound messages of one connection handled in one reactor turn; then it"
+           " stops reading until the next turn, so that others get theirs (none: no"
+           " limit)"),
+    Option("max_channel_name_length", 256, int,
+           "longest channel name (in characters) a client may subscribe or publish to"),
     Option("per_message_deflate", False, _bool, "negotiate permessage-deflate"),
     Option("pub_sub_batch_duration", None, _optional(float),
            "seconds to batch {batch: true} subscribe replies"),
@@ -184,6 +209,11 @@ OPTIONS = [
     Option("broker_prefix", "scserver:", str,
            "prefix of the Redis channel names (one per application sharing a Redis)"),
     Option("middleware_emit_warnings", True, _bool, "emit 'warning' on middleware blocks"),
+    Option("health_path", "/health", _optional(str),
+           "path of the plain HTTP health check on the WebSocket port (200 once ready,"
+           " else 503); empty or none disables it"),
+    Option("metrics_path", "/metrics", _optional(str),
+           "path of the Prometheus metrics on the WebSocket port; empty or none disables it"),
 ]
 """Every server option, in documentation order."""
 
@@ -193,6 +223,17 @@ DEFAULTS = {option.name: option.default for option in OPTIONS}
 _BY_NAME = {option.name: option for option in OPTIONS}
 
 _NUMBERS_POSITIVE = ("ack_timeout", "handshake_timeout", "ping_interval", "ping_timeout")
+
+_LIMITS_POSITIVE: dict[str, Callable[[Any], Any]] = {
+    "max_connections": int,
+    "max_connections_per_ip": int,
+    "max_messages_per_second": float,
+    "max_bytes_per_second": float,
+    "max_inflight_requests": int,
+    "max_batch_size": int,
+    "max_messages_per_turn": int,
+}
+"""The admission and fairness limits: positive, or C{None} for no limit."""
 
 
 def validate_options(options: Mapping[str, Any]) -> dict[str, Any]:
@@ -222,6 +263,14 @@ def validate_options(options: Mapping[str, Any]) -> dict[str, Any]:
             merged["max_outbound_buffer"] = int(merged["max_outbound_buffer"])
             if merged["max_outbound_buffer"] <= 0:
                 raise ValueError("max_outbound_buffer must be positive (or None)")
+        for name in _LIMITS_POSITIVE:
+            if merged[name] is not None:
+                merged[name] = _LIMITS_POSITIVE[name](merged[name])
+                if merged[name] <= 0:
+                    raise ValueError("{} must be positive (or None)".format(name))
+        merged["max_channel_name_length"] = int(merged["max_channel_name_length"])
+        if merged["max_channel_name_length"] <= 0:
+            raise ValueError("max_channel_name_length must be positive")
         if merged["socket_channel_limit"] is not None:
             merged["socket_channel_limit"] = int(merged["socket_channel_limit"])
         merged["auth_default_expiry"] = float(merged["auth_default_expiry"])

@@ -49,6 +49,37 @@ class _SocketRegistry:
         self.pending: dict[str, SCServerSocket] = {}
         self.clients: dict[str, SCServerSocket] = {}
         self.connections: dict[str, Any] = {}
+        # The WebSocket connections admitted (from their upgrade request
+        # until they are gone), in all and by remote address.
+        self.admitted = 0
+        self.admitted_by_address: dict[Optional[str], int] = {}
+
+    def admit(self, address: Optional[str], limit: Optional[int],
+              per_address: Optional[int]) -> Optional[int]:
+        """
+        Count a new connection from C{address}, unless C{limit} connections
+        are open (then return 503), or C{per_address} from this address
+        (then return 429).
+        """
+        if limit is not None and self.admitted >= limit:
+            return 503
+        count = self.admitted_by_address.get(address, 0)
+        if per_address is not None and address is not None and count >= per_address:
+            return 429
+        self.admitted += 1
+        self.admitted_by_address[address] = count + 1
+        return None
+
+    def release(self, address: Optional[str]) -> None:
+        """An admitted connection from C{address} is gone."""
+        count = self.admitted_by_address.get(address, 0)
+        if count <= 0:
+            return
+        self.admitted -= 1
+        if count == 1:
+            del self.admitted_by_address[address]
+        else:
+            self.admitted_by_address[address] = count - 1
 
     def add(self, socket: SCServerSocket, output: IServerSocketOutput) -> None:
         """A new socket, in its handshake, writing to C{output}."""
@@ -89,6 +120,10 @@ class SCServer(EventEmitter, Service):
     @ivar factory: the autobahn C{WebSocketServerFactory} to listen with.
     @ivar clients: socket id → L{scserver.SCServerSocket}, past the handshake.
     @ivar pending_clients: socket id → socket, still in the handshake.
+    @ivar stats: the L{scserver._metrics.ServerStats} of this server.
+    @ivar metrics_registry: the C{prometheus_client} C{CollectorRegistry}
+        served at the C{metrics_path} option (this server's own, not the
+        global one; register application metrics in it).
     """
 
     MIDDLEWARE_HANDSHAKE_WS = MIDDLEWARE_HANDSHAKE_WS
@@ -103,6 +138,8 @@ class SCServer(EventEmitter, Service):
 
     def __init__(self, reactor: Any = None, **options: Any) -> None:
         EventEmitter.__init__(self)
+        from ._metrics import ServerStats, server_registry
+        self.stats: ServerStats = ServerStats()
         if reactor is None:
             from twisted.internet import reactor
         self.reactor: Any = reactor
@@ -123,6 +160,7 @@ class SCServer(EventEmitter, Service):
         self.clients: dict[str, SCServerSocket] = self._registry.clients
         self.pending_clients: dict[str, SCServerSocket] = self._registry.pending
         self.is_ready = False
+        self.metrics_registry = server_registry(self)
         self._ports: list[IListeningPort] = []
         self._resource: Optional[IResource] = None
         from ._transport import SCServerFactory
@@ -144,6 +182,14 @@ class SCServer(EventEmitter, Service):
     def pending_clients_count(self) -> int:
         """The number of sockets still in the handshake."""
         return len(self.pending_clients)
+
+    @property
+    def connections_count(self) -> int:
+        """
+        The number of WebSocket connections admitted and not gone yet (from
+        their upgrade request on; what C{max_connections} bounds).
+        """
+        return self._registry.admitted
 
     @property
     def path(self) -> str:
@@ -223,6 +269,7 @@ class SCServer(EventEmitter, Service):
         self._emit("ready")
 
     def _broker_failed(self, failure: Failure) -> None:
+        self.stats.broker_errors += 1
         self._emit("error", failure.value)
         self._log.failure("The broker failed to start", failure)
 
@@ -316,11 +363,41 @@ class SCServer(EventEmitter, Service):
         @return: the socket.
         """
         self._ensure_started()
+        self.stats.connections += 1
         # _SocketRegistry provides ISocketRegistry without declaring it.
         socket = SCServerSocket(self, output, self._registry, request, clock=clock)
         self._registry.add(socket, output)
         self.emit("handshake", socket)
         return socket
+
+    def admit_connection(self, address: Optional[str]) -> Optional[tuple[int, str]]:
+        """
+        Count a new WebSocket connection from C{address} (called by the
+        transport on its upgrade request), within the C{max_connections}
+        and C{max_connections_per_ip} options.  An admitted connection is
+        given back with L{release_connection} once it is gone.
+
+        @param address: the remote IP address, or C{None} (not counted per
+            address).
+        @return: C{None} when admitted; else the HTTP status and reason to
+            refuse the upgrade with: C{(503, ...)} when the server is full,
+            C{(429, ...)} when C{address} has too many connections.
+        """
+        options = self.options
+        status = self._registry.admit(
+            address, options["max_connections"], options["max_connections_per_ip"])
+        if status is None:
+            return None
+        if status == 503:
+            reason = "Server is at its connection limit ({})".format(options["max_connections"])
+        else:
+            reason = "Too many connections from {} (the limit is {})".format(
+                address, options["max_connections_per_ip"])
+        return status, reason
+
+    def release_connection(self, address: Optional[str]) -> None:
+        """A connection L{admit_connection} admitted is gone."""
+        self._registry.release(address)
 
     def _prepare_message(self, payload: Any) -> Any:
         if type(payload) is str:

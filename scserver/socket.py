@@ -31,6 +31,7 @@ from zope.interface import Interface, implementer
 
 from . import _engine
 from ._engine import IEngineOutput, IEngineOwner
+from ._metrics import LATENCY_SAMPLE_MASK
 from ._events import CallId, EventEmitter, Responder, call_handlers, failure_log_for
 from .errors import (
     AuthTokenError,
@@ -72,8 +73,9 @@ RESERVED_EVENTS = frozenset([
 ])
 """Event names of the socket itself: never dispatched from the client."""
 
-MAX_CHANNEL_NAME_LENGTH = 4096
-"""Longest channel name (in characters) a client may use."""
+MAX_CHANNEL_NAME_LENGTH = 256
+"""The default longest channel name (in characters) a client may use (the
+server's C{max_channel_name_length} option)."""
 
 _id_lock = threading.Lock()
 _id_sequence = [0]
@@ -175,10 +177,20 @@ class SCServerSocket(EventEmitter):
         self._clock: Any = clock if clock is not None else server.reactor
         self._channels: dict[str, bool] = {}
         self._bytes_received = 0
+        self._stats = server.stats
+        self._now: Callable[[], float] = getattr(self._clock, "seconds", _time.time)
         self._expired: Optional[Exception] = None
         # The token set_auth_token is signing (the latest call wins).
         self._issuing: Optional[dict[str, Any]] = None
         options = server.options
+        self._max_channel_name_length: int = options.get(
+            "max_channel_name_length", MAX_CHANNEL_NAME_LENGTH)
+        budget = None
+        if options.get("max_messages_per_second") is not None or \
+                options.get("max_bytes_per_second") is not None:
+            budget = _engine.InboundBudget(
+                self._clock, options.get("max_messages_per_second"),
+                options.get("max_bytes_per_second"), options["max_payload"])
         self._engine = _engine.ProtocolEngine(
             self.codec, self._clock, self, output,
             role=_engine.SERVER,
@@ -190,6 +202,9 @@ class SCServerSocket(EventEmitter):
             ack_timeout=options["ack_timeout"],
             strict_handshake=options["strict_handshake"],
             batch_duration=options["pub_sub_batch_duration"],
+            max_batch_size=options.get("max_batch_size"),
+            max_inflight_requests=options.get("max_inflight_requests"),
+            budget=budget,
         )
         # Bound once: every event with handlers gets a Responder of its own.
         self._respond = self._engine.respond
@@ -395,9 +410,13 @@ class SCServerSocket(EventEmitter):
     def engine_message(self, message: Union[str, bytes]) -> None:
         """Engine owner: count the message's bytes, emit C{'message'}."""
         if type(message) is bytes:
-            self._bytes_received += len(message)
+            size = len(message)
         else:
-            self._bytes_received += len(message.encode("utf-8")) if not message.isascii() else len(message)  # type: ignore[union-attr]
+            size = len(message.encode("utf-8")) if not message.isascii() else len(message)  # type: ignore[union-attr]
+        self._bytes_received += size
+        stats = self._stats
+        stats.messages_in += 1
+        stats.bytes_in += size
         if self._handlers.get("message"):
             self._emit("message", message)
 
@@ -429,6 +448,8 @@ class SCServerSocket(EventEmitter):
             handler(data, cid, expired)
             return
         if event in RESERVED_EVENTS:
+            if cid is not None:
+                self._engine.release(cid)
             return
         middleware = self.server.middleware
         if event[:1] == "#" or not middleware.has(MIDDLEWARE_EMIT):
@@ -452,9 +473,17 @@ class SCServerSocket(EventEmitter):
     def _dispatch_event(self, event: str, data: Any, cid: Optional[CallId]) -> None:
         handlers = self._handlers.get(event)
         if handlers:
-            respond = Responder(self._respond, cid, self._warn_twice)
+            send = self._respond
+            if cid is not None:
+                stats = self._stats
+                stats.requests += 1
+                if stats.requests & LATENCY_SAMPLE_MASK == 1:
+                    send = stats.timed(self._now, send)
+            respond = Responder(send, cid, self._warn_twice)
             call_handlers(handlers, event, data, respond, cid is not None,
                           self._handler_failed)
+        elif cid is not None:
+            self._engine.release(cid)
 
     def _handler_failed(self, failure: Failure, event: str) -> Any:
         """
@@ -501,6 +530,9 @@ class SCServerSocket(EventEmitter):
                 self._bad_token(auth_error, signed)
         self._engine.handshake_done()
         self._registry.promote(self)
+        self._stats.handshakes += 1
+        self._log.debug("Socket {id} connected from {peer}", id=self.id,
+                        peer=self.remote_address)
         status = {"id": self.id, "pingTimeout": int(round(server.options["ping_timeout"] * 1000))}
         if auth_error is not None:
             status["authError"] = auth_error
@@ -784,9 +816,9 @@ class SCServerSocket(EventEmitter):
     def _channel_name_error(self, channel: object, action: str) -> Optional[InvalidActionError]:
         if type(channel) is not str:
             return InvalidActionError("{} channel name was malformatted".format(action))
-        if len(channel) > MAX_CHANNEL_NAME_LENGTH:
+        if len(channel) > self._max_channel_name_length:
             return InvalidActionError("{} channel name exceeds {} characters".format(
-                action, MAX_CHANNEL_NAME_LENGTH))
+                action, self._max_channel_name_length))
         return None
 
     def _subscribe(self, req: Request, data: dict[str, Any], cid: Optional[CallId],
@@ -817,6 +849,7 @@ class SCServerSocket(EventEmitter):
             self._engine.respond(cid, batch=batch)
 
         def failed(failure: Failure) -> None:
+            self._stats.broker_errors += 1
             self._channels.pop(channel, None)
             self._engine.respond(cid, BrokerError(
                 "Failed to subscribe socket to the {} channel - {}".format(
@@ -882,11 +915,13 @@ class SCServerSocket(EventEmitter):
         d = self.exchange.publish(req.channel, req.data)
 
         def published(_: object) -> None:
+            self._stats.publishes += 1
             self._engine.respond(cid, None, req.ack_data)
             if self._handlers.get("#publish"):
                 self._emit("#publish", {"channel": req.channel, "data": req.data})
 
         def failed(failure: Failure) -> None:
+            self._stats.broker_errors += 1
             self._engine.respond(cid, BrokerError(failure.getErrorMessage()), req.ack_data)
 
         d.addCallbacks(published, failed)
@@ -896,6 +931,9 @@ class SCServerSocket(EventEmitter):
     def _closed(self, code: int, reason: Any, was_open: bool) -> None:
         server = self.server
         self._registry.remove(self)
+        self._stats.closed(code)
+        self._log.debug("Socket {id} from {peer} disconnected ({code})", id=self.id,
+                        peer=self.remote_address, code=code)
         for channel in list(self._channels):
             self._unsubscribe(channel)
         if was_open:
@@ -914,6 +952,7 @@ class SCServerSocket(EventEmitter):
     # -- errors ----------------------------------------------------------
 
     def _emit_error(self, error: Any) -> None:
+        self._stats.error(error)
         self._emit("error", error)
         self.server.emit("warning", error)
 

@@ -26,6 +26,12 @@ C{twistd scserver} with the same options that adopts the sockets it
 inherited (L{scserver._workers.InheritedEndpoint}).  C{--shutdown-timeout}
 is how long the workers get to stop before they are killed.
 
+A single process (no C{--workers}) stops gracefully on SIGTERM or SIGINT
+(L{GracefulService}): it stops accepting, closes every socket with 1001,
+waits up to C{--shutdown-timeout} seconds (default 10) for the closing
+handshakes and the broker to stop, and exits with status 0 (twistd would
+otherwise re-raise the signal once stopped, ending by signal 15).
+
 The token keys need not be on the command line: C{--auth-key @path} reads
 a file (without one trailing newline), C{--auth-key env:NAME} an
 environment variable, and without any key option the variable
@@ -50,6 +56,7 @@ import atexit
 import inspect
 import math
 import os
+import signal
 import socket
 import sys
 from typing import Any, Callable, Optional, cast
@@ -57,6 +64,7 @@ from typing import Any, Callable, Optional, cast
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.error import ReactorNotRunning
 from twisted.internet.endpoints import UNIXServerEndpoint, serverFromString
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
 from twisted.logger import Logger
@@ -90,13 +98,18 @@ __all__ = [
     "AUTH_KEY_ENV",
     "MIN_AUTH_KEY_BYTES",
     "DEFAULT_STARTUP_TIMEOUT",
+    "DEFAULT_SHUTDOWN_TIMEOUT",
+    "GracefulService",
 ]
 
 DEFAULT_LISTEN = "tcp:8000"
 """The endpoint listened on when no C{--listen} is given."""
 
 DEFAULT_SHUTDOWN_TIMEOUT = 10.0
-"""Seconds the workers get to stop, when C{--shutdown-timeout} is not given."""
+"""
+Seconds the connections (or, with C{--workers}, the workers) get to close
+when stopping, when C{--shutdown-timeout} is not given.
+"""
 
 DEFAULT_STARTUP_TIMEOUT = 60.0
 """
@@ -309,8 +322,9 @@ class Options(usage.Options):
          " supervises them, and --broker (not memory) and --auth-key (or a key pair)"
          " are required"],
         ["shutdown-timeout", None, str(DEFAULT_SHUTDOWN_TIMEOUT),
-         "with --workers: seconds the workers get to close their connections when"
-         " stopping, before they are killed"],
+         "seconds the connections get to close (1001) when stopping on SIGTERM or"
+         " SIGINT, before the process exits without them; with --workers: seconds the"
+         " workers get to close their connections, before they are killed"],
         ["startup-timeout", None, None,
          "seconds the broker gets to become ready; past them the process exits with"
          " status 1 (0: wait forever) [default: {:g}]".format(DEFAULT_STARTUP_TIMEOUT)],
@@ -642,6 +656,98 @@ class _BrokerDeadline(Service):
             self._call = None
 
 
+class GracefulService(MultiService):
+    """
+    The service of a single C{twistd scserver} process: a C{MultiService}
+    (the server and its listeners) whose stop is bounded, and, with
+    C{handle_signals}, stopped by SIGTERM and SIGINT in an orderly way.
+
+    Stopping stops the listeners (no new connection is accepted) and the
+    server (every socket is closed with 1001, then the broker stops).  If
+    that has not finished C{shutdown_timeout} seconds later, a warning is
+    logged and the stop completes without it: the reactor stops and the
+    connections still open end with the process.
+
+    The signal handlers are installed once the reactor runs, over the
+    reactor's own (as L{scserver._workers.WorkerPool} does): they log
+    C{"Received SIGTERM, shutting down."} and stop the reactor without
+    recording the signal, so twistd exits with status 0 instead of
+    raising the signal again once stopped.  A second signal while stopping
+    is ignored.
+
+    @ivar reactor: the reactor.
+    @ivar shutdown_timeout: seconds (C{--shutdown-timeout}).
+    @ivar handle_signals: whether SIGTERM and SIGINT are handled.
+    """
+
+    def __init__(self, reactor: Any, shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+                 handle_signals: bool = False) -> None:
+        MultiService.__init__(self)
+        self.reactor = reactor
+        self.shutdown_timeout = shutdown_timeout
+        self.handle_signals = handle_signals
+
+    def startService(self) -> None:
+        MultiService.startService(self)
+        if self.handle_signals:
+            self.reactor.callWhenRunning(self._install_signal_handlers)
+
+    def _install_signal_handlers(self) -> None:
+        for name in ("SIGTERM", "SIGINT"):
+            number = getattr(signal, name, None)
+            if number is not None:
+                signal.signal(number, self._stop_signal)
+
+    def _stop_signal(self, number: int, frame: object) -> None:
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            name = str(number)
+        _log.info("Received {name}, shutting down.", name=name)
+        self.reactor.callFromThread(self._stop_reactor)
+
+    def _stop_reactor(self) -> None:
+        try:
+            self.reactor.stop()
+        except ReactorNotRunning:
+            pass  # already stopping
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Stop the listeners and the server, waiting at most
+        C{shutdown_timeout} seconds.
+
+        @return: a C{Deferred} firing with C{None} when they have stopped
+            or the time is up.
+        """
+        stopped = MultiService.stopService(self)
+        result: Deferred[None] = Deferred()
+        timeout = self.shutdown_timeout
+        timers: list[Any] = []
+
+        def done(outcome: object) -> None:
+            for timer in timers:
+                if timer.active():
+                    timer.cancel()
+            if isinstance(outcome, Failure):
+                _log.failure("Error while stopping", outcome)
+            if not result.called:
+                result.callback(None)
+
+        def expire() -> None:
+            if not result.called:
+                _log.warn("The server did not close within {timeout:g} s"
+                          " (--shutdown-timeout); exiting without waiting for the"
+                          " connections still open", timeout=timeout)
+                result.callback(None)
+
+        stopped.addBoth(done)
+        call_later = getattr(self.reactor, "callLater", None)
+        if not result.called and call_later is not None:
+            timers.append(call_later(timeout, expire))
+        return result
+
+
 class _StartupGuard(MultiService):
     """
     The parent's service with C{--workers}: an exception while it starts
@@ -771,7 +877,7 @@ def _setup_gate(result: object, reactor: Any,
 
 def build_service(
     config: usage.Options, reactor: Any, server_factory: Callable[..., Any],
-    startup: Optional[_Startup] = None,
+    startup: Optional[_Startup] = None, handle_signals: bool = False,
 ) -> MultiService:
     """
     Build the C{twistd scserver} service from parsed options.
@@ -790,6 +896,9 @@ def build_service(
         process with exit status 1 and one log line (C{startup}).
     @param startup: a L{_Startup} (one that does not exit the process by
         default; L{makeService} gives one that does).
+    @param handle_signals: whether SIGTERM and SIGINT stop the process
+        gracefully, with exit status 0 (L{GracefulService}); L{makeService}
+        asks for it in a single process, not in a worker.
     """
     if startup is None:
         startup = _Startup(reactor)
@@ -797,7 +906,8 @@ def build_service(
     if "broker" in options:
         options["broker"] = resolve_broker(options["broker"], reactor, "--broker")
     server = server_factory(reactor=reactor, **options)
-    service = MultiService()
+    service = GracefulService(
+        reactor, config.get("shutdown-timeout", DEFAULT_SHUTDOWN_TIMEOUT), handle_signals)
     if getattr(server, "name", None) is None:
         server.setName("scserver")
     server.setServiceParent(service)
@@ -952,4 +1062,5 @@ def makeService(config: usage.Options) -> MultiService:
 
     from .server import SCServer
 
-    return build_service(config, reactor, SCServer, startup)
+    return build_service(config, reactor, SCServer, startup,
+                         handle_signals=config.get("inherited") is None)

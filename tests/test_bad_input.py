@@ -350,16 +350,19 @@ class FakeBadInputTests(SynchronousTestCase):
         self.assertStillWorking()
 
     def test_many_packets_in_a_batch(self):
-        """A large batch mixing good and bad packets is handled element by element."""
+        """
+        A large batch mixing good and bad packets (2000 of them, the
+        C{max_batch_size} default) is handled element by element.
+        """
         batch = []
-        for i in range(2000):
+        for i in range(500):
             batch.append({"event": "echo", "data": i, "cid": i + 1})
             batch.append(None)
             batch.append({"event": 5, "cid": "bad%d" % i})
             batch.append({"rid": i})
         self.victim.send(batch)
         replies = [p for p in self.victim.pop_sent() if "data" in p]
-        self.assertEqual([p["data"] for p in replies], list(range(2000)))
+        self.assertEqual([p["data"] for p in replies], list(range(500)))
         self.assertStillWorking()
 
     def test_disconnect_inside_batch(self):

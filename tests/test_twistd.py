@@ -300,6 +300,150 @@ class TwistdTests(TwistdProcessMixin, unittest.TestCase):
             "tests.interop_app", "--app expects pkg.module:name, got 'tests.interop_app'")
 
 
+class _RawClient:
+    """
+    A raw autobahn WebSocket client of a twistd scserver: sends the
+    C{#handshake} once open, records the handshake reply and the close code.
+    With C{answer_close=False} it never answers the server's close frame
+    (nor reads anything once it arrives).
+    """
+
+    def __init__(self, answer_close=True):
+        self.answer_close = answer_close
+        self.opened = defer.Deferred()
+        self.closed = defer.Deferred()
+        self.code = None
+
+    def protocol(self):
+        from autobahn.twisted.websocket import WebSocketClientProtocol
+
+        client = self
+
+        class Protocol(WebSocketClientProtocol):
+            def onOpen(self):
+                self.sendMessage(b'{"event":"#handshake","data":{},"cid":1}', False)
+
+            def onMessage(self, payload, isBinary):
+                if payload.startswith(b'{"rid":1') and not client.opened.called:
+                    client.opened.callback(None)
+
+            def onCloseFrame(self, code, reasonRaw):
+                client.code = code
+                if not client.answer_close:
+                    self.transport.pauseProducing()
+                    if not client.closed.called:
+                        client.closed.callback(code)
+                    return None
+                return WebSocketClientProtocol.onCloseFrame(self, code, reasonRaw)
+
+            def onClose(self, wasClean, code, reason):
+                if not client.closed.called:
+                    client.closed.callback(client.code)
+
+        return Protocol
+
+
+class GracefulShutdownTests(TwistdProcessMixin, unittest.TestCase):
+    """
+    C{twistd -n scserver} (one process) on SIGTERM or SIGINT: it stops
+    accepting, closes every socket with 1001, waits at most
+    C{--shutdown-timeout} for the closing handshakes and exits with status 0.
+    """
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def start(self, *args):
+        process, transport = self.spawn(
+            "--listen", "tcp:0:interface=127.0.0.1", "--app", "tests.interop_app:setup",
+            *args)
+        match = yield process.wait_for(PORT_LINE, 30)
+        return process, transport, int(match.group(1))
+
+    @defer.inlineCallbacks
+    def connect(self, port, count, answer_close=True):
+        from autobahn.twisted.websocket import WebSocketClientFactory
+        from twisted.internet import reactor
+
+        clients = []
+        for _ in range(count):
+            client = _RawClient(answer_close)
+            factory = WebSocketClientFactory("ws://127.0.0.1:%d/socketcluster/" % (port,))
+            factory.protocol = client.protocol()
+            factory.setProtocolOptions(closeHandshakeTimeout=30, autoPingInterval=0)
+            endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=5)
+            protocol = yield endpoint.connect(factory)
+            self.addCleanup(protocol.transport.abortConnection)
+            clients.append(client)
+        for client in clients:
+            yield _within(client.opened, 10, "no handshake reply")
+        return clients
+
+    @defer.inlineCallbacks
+    def stop(self, transport, process, name, limit):
+        started = time.monotonic()
+        transport.signalProcess(name)
+        reason = yield process.wait_ended(limit + 10)
+        elapsed = time.monotonic() - started
+        self.assertIsInstance(reason, error.ProcessDone, process.text)
+        self.assertLess(elapsed, limit, process.text)
+        self.assertNotIn("Traceback", process.text)
+        self.assertNotIn("Unhandled", process.text)
+        return elapsed
+
+    @defer.inlineCallbacks
+    def test_sigterm_closes_every_client_with_1001_and_exits_0(self):
+        """
+        SIGTERM: every connected client gets a close frame with 1001, the
+        listening port is closed, and twistd exits with status 0 well
+        within C{--shutdown-timeout}.
+        """
+        process, transport, port = yield self.start("--shutdown-timeout", "8")
+        clients = yield self.connect(port, 4)
+        yield self.stop(transport, process, "TERM", 8)
+        codes = yield defer.gatherResults([_within(c.closed, 5, "no close") for c in clients])
+        self.assertEqual(codes, [1001] * 4)
+        self.assertIn("Received SIGTERM, shutting down.", process.text)
+        self.assertIn("(TCP Port %d Closed)" % (port,), process.text)
+        self.assertIn("Server Shut Down.", process.text)
+        self.assertNotIn("--shutdown-timeout", process.text)
+
+    @defer.inlineCallbacks
+    def test_sigint_and_shutdown_timeout(self):
+        """
+        SIGINT does the same; a client that never answers the close frame
+        does not hold the process past C{--shutdown-timeout}: it exits with
+        status 0 after about that long, logging why.
+        """
+        process, transport, port = yield self.start("--shutdown-timeout", "1")
+        clients = yield self.connect(port, 2, answer_close=False)
+        elapsed = yield self.stop(transport, process, "INT", 4)
+        self.assertGreater(elapsed, 0.9, process.text)
+        codes = yield defer.gatherResults([_within(c.closed, 5, "no close") for c in clients])
+        self.assertEqual(codes, [1001, 1001])
+        self.assertIn("Received SIGINT, shutting down.", process.text)
+        self.assertIn("did not close within 1 s (--shutdown-timeout)", process.text)
+
+
+def _within(d, seconds, message):
+    """C{d}, failing with C{message} when it has not fired after C{seconds}."""
+    from twisted.internet import reactor
+
+    waiter = defer.Deferred()
+    timer = reactor.callLater(seconds, lambda: waiter.called or waiter.errback(
+        AssertionError(message)))
+
+    def fired(result):
+        if timer.active():
+            timer.cancel()
+        if not waiter.called:
+            waiter.callback(result)
+        return result
+
+    d.addBoth(fired)
+    return waiter
+
+
 def deferLater(reactor, seconds):
     from twisted.internet import task
 
@@ -309,3 +453,4 @@ def deferLater(reactor, seconds):
 # The process is stopped with SIGTERM, which needs POSIX signals.
 if not hasattr(signal, "SIGTERM") or os.name != "posix":  # pragma: no cover
     TwistdTests.skip = "needs POSIX signals"
+    GracefulShutdownTests.skip = "needs POSIX signals"
