@@ -48,6 +48,12 @@ __all__ = [
 ]
 
 _CLOSE_TIMEOUT = 2.0
+
+_CLOSING_BACKLOG = 65536
+"""
+Bytes a peer may have sent, unread, once the server started closing; past
+them the connection is ended without waiting for the peer's close frame.
+"""
 """Seconds a closing client WebSocket may take before its TCP connection is dropped."""
 
 _END_OF_HEAD = b"\r\n\r\n"
@@ -406,6 +412,16 @@ class SCServerProtocol(WebSocketServerProtocol):
         keep the others waiting.
         """
         limit = self._turn_limit
+        if self.state == WebSocketServerProtocol.STATE_CLOSING and limit is not None \
+                and len(self.data) > _CLOSING_BACKLOG:
+            # The server closed (a flooder cut off, say) and the peer keeps
+            # sending: its close reply is behind all that.  Stop reading,
+            # let the close frame go out, and end the connection, rather
+            # than parse what it sent.
+            self.data = b""
+            self.transport.pauseProducing()
+            self.transport.loseConnection()
+            return
         if limit is None or self.state != WebSocketServerProtocol.STATE_OPEN:
             WebSocketServerProtocol.consumeData(self)
             return
@@ -421,13 +437,14 @@ class SCServerProtocol(WebSocketServerProtocol):
             self.transport.pauseProducing()
             self._turn_call = self.factory.reactor.callLater(0, self._next_turn)
         elif self.state == WebSocketServerProtocol.STATE_CLOSING:
-            WebSocketServerProtocol.consumeData(self)
+            self.consumeData()  # closed meanwhile: bounded as above
 
     def _next_turn(self):
         self._turn_call = None
         self._turn_messages = 0
-        if self.state != WebSocketServerProtocol.STATE_OPEN:
+        if self.state == WebSocketServerProtocol.STATE_CLOSED:
             return
+        # Closing too: the peer's close reply is still to be read.
         self.transport.resumeProducing()
         if self.data:
             self.consumeData()

@@ -432,6 +432,46 @@ class FairnessTests(SynchronousTestCase):
         self.assertEqual(len(handled), 10)
 
 
+    def test_closedFlooderIsCutOff(self):
+        """
+        A flooder closed by its rate limit (4100) that keeps sending: past
+        64 KiB unread the server stops reading it and ends the connection,
+        instead of parsing the rest of the flood while the others wait.
+        """
+        self.server = make_server(max_messages_per_turn=100, max_messages_per_second=50)
+        self.network = MemoryNetwork(self.server)
+        handled = []
+        flood = self.open(handled, "flood")
+        calm = self.open(handled, "calm")
+        frames = [_frame('{"event":"x","data":%d}' % i) for i in range(20000)]
+        flood.client_protocol.transport.write(b"".join(frames))
+        calm.client_protocol.transport.write(_frame('{"event":"x","data":0}'))
+        self.network.flush()
+        self.assertEqual(flood.server_protocol.sc_socket.state, "closed")
+        self.assertIn(("calm", 0), handled)
+        self.network.advance(0)
+        self.network.flush()
+        self.assertTrue(flood.closed)
+        self.assertLess(len([h for h in handled if h[0] == "flood"]), 100)
+
+    def test_closedWhileYielding(self):
+        """
+        A socket closed while its reading is paused for the turn still
+        reads the peer's close reply: the closing handshake completes.
+        """
+        self.server = make_server(max_messages_per_turn=10)
+        self.network = MemoryNetwork(self.server)
+        handled = []
+        flood = self.open(handled, "flood")
+        flood.client_protocol.transport.write(
+            b"".join(_frame('{"event":"x","data":%d}' % i) for i in range(25)))
+        self.network.flush()
+        self.assertTrue(flood.server_protocol.transport.paused)
+        flood.server_protocol.sc_socket.disconnect(4000, "bye")
+        self.network.advance(0)
+        self.assertFalse(flood.server_protocol.transport.paused)
+
+
 class InflightSweepTests(SynchronousTestCase):
     """Refusals at the limit do not sweep the requests again and again."""
 
