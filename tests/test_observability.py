@@ -6,31 +6,13 @@ structured log events of connections.
 
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from scserver.brokers.memory import MemoryBroker
 from scserver.errors import InvalidOptionsError
 from scserver.testing import MemoryNetwork, make_server
-
-
-class RawClient(Protocol):
-    """Writes what it is told to, records what it receives."""
-
-    def connectionMade(self):
-        self.received = b""
-        self.lost = False
-
-    def dataReceived(self, data):
-        self.received += data
-
-    def connectionLost(self, reason):
-        self.lost = True
-
-
-class RawFactory(ClientFactory):
-    protocol = RawClient
+from tests.test_hardening_transport import RawFactory
 
 
 class PendingBroker(MemoryBroker):
