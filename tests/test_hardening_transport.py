@@ -5,7 +5,6 @@ timeout against a client that trickles its request, and the listen backlog
 of the endpoints scserver binds.
 """
 
-from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactor
