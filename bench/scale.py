@@ -83,7 +83,9 @@ def start_server(redis_port, workers, directory):
     argv = [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "scserver",
             "--listen", "tcp:{}:interface=127.0.0.1".format(port),
             "--broker", "redis://127.0.0.1:{}/0".format(redis_port),
-            "--app", "tests.interop_app:setup", "--auth-key", AUTH_KEY]
+            "--app", "tests.interop_app:setup", "--auth-key", AUTH_KEY,
+            # A load generator is the flooder the per-socket budget stops.
+            "--max-messages-per-second", "none", "--max-bytes-per-second", "none"]
     if workers > 1:
         argv += ["--workers", str(workers)]
     env = dict(os.environ, PYTHONPATH=ROOT)

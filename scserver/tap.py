@@ -762,17 +762,14 @@ class _StartupGuard(MultiService):
         self.startup = startup
 
     def privilegedStartService(self) -> None:
-        try:
-            MultiService.privilegedStartService(self)
-        except StartupError:
-            raise
-        except Exception as e:
-            self.startup.fail(
-                "Cannot start the workers: {}; exiting".format(str(e).rstrip(".")))
+        self._starting(MultiService.privilegedStartService)
 
     def startService(self) -> None:
+        self._starting(MultiService.startService)
+
+    def _starting(self, start: Callable[[MultiService], None]) -> None:
         try:
-            MultiService.startService(self)
+            start(self)
         except StartupError:
             raise
         except Exception as e:
