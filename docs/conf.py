@@ -5,7 +5,9 @@ Build it as ``scripts/test.sh`` does, with warnings as errors::
 
     .venv/bin/sphinx-build -W --keep-going -b html docs docs/_build/html
 
-The guide is reStructuredText; the API reference is made by pydoctor, which
+The guide is reStructuredText, except ``reliability.md``, which is Markdown
+(MyST, read by ``myst_parser``; a role is written {doc}`name` there, and
+definition lists are on); the API reference is made by pydoctor, which
 reads scserver's epytext docstrings and zope interfaces as they are.
 ``pydoctor.sphinx_ext.build_apidocs`` runs pydoctor when the HTML build
 starts, writing into ``docs/_build/html/api/``, and hands its ``objects.inv``
@@ -43,7 +45,11 @@ version = release
 extensions = [
     "sphinx.ext.intersphinx",
     "pydoctor.sphinx_ext.build_apidocs",
+    # Markdown pages (reliability.md), in MyST.
+    "myst_parser",
 ]
+source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
+myst_enable_extensions = ["deflist"]
 
 exclude_patterns = ["_build"]
 # furo: wide tables scroll sideways instead of running off the page.

@@ -17,4 +17,4 @@ PYTHON=${PYTHON:-.venv/bin/python}
 export SCSERVER_FUZZ_PROFILE=long
 export SCSERVER_FUZZ_EXAMPLES=${EXAMPLES:-20000}
 exec "$PYTHON" -m twisted.trial --temp-directory=_trial_temp.fuzz \
-    tests.test_fuzz_codec tests.test_fuzz_engine
+    tests.test_fuzz_codec tests.test_fuzz_engine tests.test_fuzz_transport

@@ -241,26 +241,30 @@ class InboundBudget:
 
     Each bucket holds one second's worth (the byte bucket at least
     C{burst_bytes}, so that one message of the largest size allowed always
-    fits), and refills continuously.
+    fits), and refills continuously.  A new bucket starts full, or with the
+    fraction C{burst} of that.
     """
 
     __slots__ = ("_clock", "_message_rate", "_byte_rate", "_message_cap", "_byte_cap",
                  "_messages", "_bytes", "_stamp")
 
-    def __init__(self, clock, messages_per_second=None, bytes_per_second=None, burst_bytes=0):
+    def __init__(self, clock, messages_per_second=None, bytes_per_second=None, burst_bytes=0,
+                 burst=1.0):
         """
         @param clock: an C{IReactorTime}.
         @param messages_per_second: the message rate, or C{None} for no limit.
         @param bytes_per_second: the byte rate, or C{None} for no limit.
         @param burst_bytes: the least the byte bucket holds.
+        @param burst: the fraction of a full bucket it starts with (the
+            byte bucket never with less than C{burst_bytes}).
         """
         self._clock = clock
         self._message_rate = messages_per_second
         self._byte_rate = bytes_per_second
         self._message_cap = messages_per_second
         self._byte_cap = None if bytes_per_second is None else max(bytes_per_second, burst_bytes)
-        self._messages = self._message_cap
-        self._bytes = self._byte_cap
+        self._messages = None if messages_per_second is None else messages_per_second * burst
+        self._bytes = None if self._byte_cap is None else max(self._byte_cap * burst, burst_bytes)
         self._stamp = clock.seconds()
 
     def take(self, size):
@@ -306,6 +310,17 @@ class ProtocolEngine:
     @ivar ping_timeout: seconds without a pong (server) or a ping (client)
         before the connection closes.
     """
+
+    # One engine per connection: no instance dict (a third of the size).
+    __slots__ = (
+        "role", "codec", "clock", "owner", "output", "state", "protocol_version",
+        "ping_interval", "ping_timeout", "ping_timeout_disabled", "ack_timeout",
+        "strict_handshake", "batch_duration", "max_batch_size", "max_inflight_requests",
+        "_budget", "_inflight", "_inflight_count", "_inflight_sweep", "_cid", "_next_cid",
+        "_pending", "_batch", "_batch_timer", "_handshake_received", "_ping_sent",
+        "_ping_loop", "_auto_grace", "_handshake_timer", "_heartbeat_timer", "_heard",
+        "_armed_heard",
+    )
 
     _log = Logger()
 
@@ -376,14 +391,23 @@ class ProtocolEngine:
         self._ping_loop = None
         self._auto_grace = None
         self._handshake_timer = None
-        # Server: no pong for ping_timeout closes 4001.  Client: no ping
+        # Server: no message for ping_timeout closes 4001.  Client: no ping
         # for ping_timeout closes 4000.
         self._heartbeat_timer = None
+        # (server) When the latest message arrived (the start at first), and
+        # when the one before the heartbeat timer was set.  A message costs
+        # a clock reading, not a timer reset; the timer is set only when
+        # the deadline comes before the next ping (see _watch_heartbeat):
+        # a live socket has one timer, its ping loop.
+        self._heard = None
+        self._armed_heard = None
         if role == SERVER:
             self._handshake_timer = clock.callLater(handshake_timeout, self._handshake_timed_out)
             if not ping_timeout_disabled:
                 self._ping_loop = clock.callLater(ping_interval, self._ping)
-        if not ping_timeout_disabled:
+                self._heard = clock.seconds()
+                self._watch_heartbeat(ping_interval)
+        elif not ping_timeout_disabled:
             self._heartbeat_timer = clock.callLater(ping_timeout, self._heartbeat_timed_out)
 
     def _count_cid(self):
@@ -406,8 +430,8 @@ class ProtocolEngine:
         if self._budget is not None and not self._budget.take(len(payload)):
             self.close(CLOSE_RATE_LIMIT, "Inbound rate limit exceeded")
             return
-        if self.role == SERVER:
-            self._reset_heartbeat()
+        if self._heard is not None:
+            self._heard = self.clock.seconds()
         if payload == PING_V2:
             self._heartbeat(2, payload)
             return
@@ -598,7 +622,23 @@ class ProtocolEngine:
         self._auto_grace = None
         self.owner.engine_pong()
 
+    def _watch_heartbeat(self, horizon):
+        """
+        (server) Set the heartbeat timer, for ping_timeout after the latest
+        message, when that comes within C{horizon} seconds (by the next
+        ping, which looks again).
+        """
+        if self._heartbeat_timer is None and self._heard is not None:
+            delay = self._heard + self.ping_timeout - self.clock.seconds()
+            if delay <= horizon:
+                self._armed_heard = self._heard
+                self._heartbeat_timer = self.clock.callLater(
+                    max(delay, 0.0), self._heartbeat_timed_out)
+
     def _ping(self):
+        # The heartbeat first: at the same time, the original's timer (set
+        # before this ping's) fires first.
+        self._watch_heartbeat(self.ping_interval)
         self._ping_loop = self.clock.callLater(self.ping_interval, self._ping)
         self._ping_sent = True
         if self.protocol_version == 1:
@@ -619,6 +659,14 @@ class ProtocolEngine:
 
     def _heartbeat_timed_out(self):
         self._heartbeat_timer = None
+        if self._heard is not None and self._heard != self._armed_heard:
+            # A message arrived since the timer was set: ping_timeout
+            # counts from it; the timer is set again if the deadline comes
+            # before the next ping.
+            loop = self._ping_loop
+            self._watch_heartbeat(loop.getTime() - self.clock.seconds()
+                                  if loop is not None and loop.active() else float("inf"))
+            return
         # As the originals report it: SocketCluster's server with an empty
         # reason, the client with none.
         if self.role == SERVER:

@@ -83,6 +83,9 @@ class ServerStats:
     @ivar broker_errors: broker failures (start, subscribe, publish).
     @ivar slow_consumers: clients cut off by C{max_outbound_buffer}.
     @ivar closes: close code (as a string) → sockets closed with it.
+    @ivar refused: HTTP status (as a string) → WebSocket upgrades refused
+        with it (bad path or origin, C{handshakeWS} middleware, connection
+        limits, request heads too large).
     @ivar errors: error class name → errors reported on sockets.
     @ivar latency_counts: per bucket of L{LATENCY_BUCKETS} (and +Inf), the
         replies to client requests that took that long.
@@ -91,7 +94,7 @@ class ServerStats:
 
     __slots__ = (
         "connections", "handshakes", "requests", "messages_in", "bytes_in", "messages_out", "bytes_out",
-        "publishes", "broker_errors", "slow_consumers", "closes", "errors",
+        "publishes", "broker_errors", "slow_consumers", "closes", "refused", "errors",
         "latency_counts", "latency_sum",
     )
 
@@ -107,6 +110,7 @@ class ServerStats:
         self.broker_errors = 0
         self.slow_consumers = 0
         self.closes: dict[str, int] = {}
+        self.refused: dict[str, int] = {}
         self.errors: dict[str, int] = {}
         self.latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)
         self.latency_sum = 0.0
@@ -213,6 +217,9 @@ class ServerCollector(Collector):
                                 "name", sorted(stats.errors.items()))
         yield _labelled_counter("scserver_disconnects", "Sockets closed, by close code", "code",
                                 sorted(stats.closes.items()))
+        yield _labelled_counter("scserver_upgrades_refused",
+                                "WebSocket upgrades refused, by HTTP status", "status",
+                                sorted(stats.refused.items()))
         yield _counter("scserver_slow_consumer_disconnects",
                        "Clients cut off for not reading (max_outbound_buffer)",
                        stats.slow_consumers)

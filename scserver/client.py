@@ -182,6 +182,18 @@ class SCClientChannel:
     @ivar state: L{PENDING}, L{SUBSCRIBED} or L{UNSUBSCRIBED}.
     @ivar wait_for_auth: subscribe only while the socket is authenticated.
     @ivar data: the custom data sent with the subscription, or C{None}.
+    @ivar recover: whether the subscription opted in to recovery (see the
+        I{History and recovery} page of the documentation): each
+        subscription, the first and every one after a reconnect, asks the
+        server for what was missed since L{offset} of L{epoch}.
+    @ivar offset: with L{recover}, the offset of the last publication
+        received (or of the history when subscribed), else C{None}.
+    @ivar epoch: with L{recover}, the epoch of L{offset}, else C{None}.
+    @ivar recovered: with L{recover}, set by every subscribe reply before
+        the C{'subscribe'} event: C{True} when the publications missed
+        since L{offset} are being replayed, C{False} when they could not be
+        (the first subscription, or the history lost or trimmed: the
+        application must resynchronise), C{None} before the first reply.
     """
 
     PENDING = "pending"
@@ -189,15 +201,20 @@ class SCClientChannel:
     UNSUBSCRIBED = "unsubscribed"
 
     __slots__ = ("name", "state", "wait_for_auth", "data", "_socket",
-                 "_watchers", "_waiters", "_request_cid")
+                 "_watchers", "_waiters", "_request_cid", "recover", "offset", "epoch",
+                 "recovered")
 
     def __init__(self, socket: "SCClientSocket", name: str, wait_for_auth: bool = False,
-                 data: Any = None) -> None:
+                 data: Any = None, recover: bool = False) -> None:
         self._socket = socket
         self.name = name
         self.state = self.UNSUBSCRIBED
         self.wait_for_auth = wait_for_auth
         self.data = data
+        self.recover = recover
+        self.offset: Optional[int] = None
+        self.epoch: Optional[str] = None
+        self.recovered: Optional[bool] = None
         self._watchers: list[Callable[[Any], object]] = []
         self._waiters: Optional[list[Deferred[SCClientChannel]]] = None
         self._request_cid: Optional[int] = None
@@ -621,6 +638,10 @@ class SCClientSocket(EventEmitter):
                 name = data.get("channel")
                 channel = self._channels.get(name) if type(name) is str else None
                 if channel is not None and channel.state != channel.UNSUBSCRIBED:
+                    if channel.recover:
+                        offset, epoch = data.get("offset"), data.get("epoch")
+                        if type(offset) is int and type(epoch) is str:
+                            channel.offset, channel.epoch = offset, epoch
                     channel._deliver(data.get("data"))
             return
         respond = Responder(self._engine.respond, cid, self._responded_twice)
@@ -943,12 +964,18 @@ class SCClientSocket(EventEmitter):
     # -- pub/sub -----------------------------------------------------------------
 
     def subscribe(self, channel: str, wait_for_auth: bool = False,
-                  data: Any = None) -> SCClientChannel:
+                  data: Any = None, recover: bool = False) -> SCClientChannel:
         """
         Subscribe to C{channel}.
 
         Sent at once when the socket is open, else after the next handshake;
         a C{wait_for_auth} channel is sent only while authenticated.
+
+        With C{recover}, the subscription opts in to recovery on a channel
+        that keeps a history: the publications missed while disconnected
+        are replayed when the socket subscribes again (see
+        L{SCClientChannel.recovered}).  C{data} must then be C{None} or a
+        dict (it is sent with a C{recover} key added).
 
         @return: the L{SCClientChannel} (the same object for the same name
             while it is known); wait for the server's acknowledgement with
@@ -956,13 +983,16 @@ class SCClientSocket(EventEmitter):
         """
         if not isinstance(channel, str):
             raise InvalidArgumentsError("The channel name must be a string")
+        if recover and data is not None and type(data) is not dict:
+            raise InvalidArgumentsError("With recover, the subscription data must be a dict")
         existing = self._channels.get(channel)
         if existing is None:
-            existing = SCClientChannel(self, channel, wait_for_auth, data)
+            existing = SCClientChannel(self, channel, wait_for_auth, data, recover)
             self._channels[channel] = existing
         elif existing.state == existing.UNSUBSCRIBED:
             existing.wait_for_auth = wait_for_auth
             existing.data = data
+            existing.recover = recover
         if existing.state == existing.UNSUBSCRIBED:
             existing.state = existing.PENDING
             self._try_subscribe(existing)
@@ -976,7 +1006,12 @@ class SCClientSocket(EventEmitter):
         options: dict[str, Any] = {"channel": channel.name}
         if channel.wait_for_auth:
             options["waitForAuth"] = True
-        if channel.data is not None:
+        if channel.recover:
+            position: Any = True
+            if channel.offset is not None and channel.epoch is not None:
+                position = {"offset": channel.offset, "epoch": channel.epoch}
+            options["data"] = dict(channel.data or {}, recover=position)
+        elif channel.data is not None:
             options["data"] = channel.data
 
         def on_reply(error: Any, _data: Any) -> None:
@@ -997,12 +1032,23 @@ class SCClientSocket(EventEmitter):
                 return
             if channel.state != channel.PENDING:
                 return
+            if channel.recover and type(_data) is dict:
+                self._recovery_reply(channel, _data)
             channel.state = channel.SUBSCRIBED
             self._emit_local("subscribe", channel.name, options)
             channel._settle()
 
         cid = self._transmit("#subscribe", options, on_reply, timeout=False)
         channel._request_cid = cid
+
+    def _recovery_reply(self, channel: SCClientChannel, reply: dict[str, Any]) -> None:
+        channel.recovered = reply.get("recovered") is True
+        offset, epoch = reply.get("offset"), reply.get("epoch")
+        if channel.recovered or type(offset) is not int or type(epoch) is not str:
+            return
+        # A new baseline, unless publications past it came first.
+        if channel.epoch != epoch or channel.offset is None or channel.offset < offset:
+            channel.offset, channel.epoch = offset, epoch
 
     def _process_pending_subscriptions(self) -> None:
         if self.state != self.OPEN:

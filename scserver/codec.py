@@ -39,6 +39,7 @@ values travel as MessagePack C{bin} and decode to C{bytes}.
 
 import binascii
 import enum
+import importlib
 import json
 import math
 import re
@@ -51,8 +52,10 @@ from zope.interface import implementer
 from .errors import InvalidMessageError
 from .interfaces import ICodecEngine
 
+# orjson: installed on CPython (setup.cfg), optional.
+_orjson: Any
 try:  # pragma: no cover - depends on the environment
-    import orjson as _orjson
+    _orjson = importlib.import_module("orjson")
 except ImportError:  # pragma: no cover - depends on the environment
     _orjson = None
 
@@ -395,7 +398,35 @@ def _reject_constant(name):
     raise ValueError("invalid JSON constant %s" % (name,))
 
 
-_json_decode = json.JSONDecoder(parse_constant=_reject_constant).decode
+_stdlib_decode = json.JSONDecoder(parse_constant=_reject_constant).decode
+
+if _orjson is not None:  # pragma: no cover - depends on the environment
+    _orjson_loads = _orjson.loads
+    _orjson_error = _orjson.JSONDecodeError
+
+    # orjson reads an integer beyond the 64-bit range as a float; the
+    # stdlib keeps it an int.  Such an integer has at least 19 digits.
+    _LONG_DIGITS = re.compile(r"[0-9]{19}").search
+
+    def _json_decode(text):
+        """
+        Parse JSON text as the stdlib decoder does, with C{orjson} when
+        that gives the same value: otherwise (long digit runs, and whatever
+        orjson refuses: lone surrogates, infinite numbers, deep nesting)
+        with the stdlib.
+
+        @raise ValueError: the text is not JSON.
+        @raise RecursionError: it is nested too deeply.
+        """
+        if _LONG_DIGITS(text) is None:
+            try:
+                return _orjson_loads(text)
+            except _orjson_error:
+                pass
+        return _stdlib_decode(text)
+
+else:
+    _json_decode = _stdlib_decode
 
 
 @implementer(ICodecEngine)

@@ -22,10 +22,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ._events import EventEmitter
-from .errors import InvalidArgumentsError
+from .errors import InvalidActionError, InvalidArgumentsError
 from .interfaces import IBroker, ICodecEngine
 
 if TYPE_CHECKING:
+    from ._presence import PresenceTracker
     from .socket import SCServerSocket
 
 __all__ = ["Exchange", "SCChannel", "Publication"]
@@ -40,6 +41,10 @@ Watcher = Callable[[Any], object]
 """The type of a channel watcher, called with the data of every publication."""
 
 _WatcherT = TypeVar("_WatcherT", bound=Watcher)
+
+_HandlerT = TypeVar("_HandlerT", bound=Callable[..., Any])
+
+_PRESENCE_EVENTS = ("join", "leave")
 
 
 class Publication:
@@ -130,6 +135,40 @@ class SCChannel(EventEmitter):
     def __repr__(self) -> str:
         return "<SCChannel {!r} {}>".format(self.name, self.state)
 
+    def on(self, name: str, handler: _HandlerT) -> _HandlerT:
+        """
+        Call C{handler} every time the event C{name} is emitted.
+
+        Besides C{'subscribe'} and C{'unsubscribe'}, a channel that keeps
+        presence (the C{presence_channels} option) emits C{'join'} and
+        C{'leave'} as C{handler(socket_id, member)} for the members of
+        every process (see L{Exchange.presence}), while it has such a
+        handler.
+        """
+        EventEmitter.on(self, name, handler)
+        if name in _PRESENCE_EVENTS:
+            tracker = self._exchange.presence_tracker
+            if tracker is not None:
+                tracker.listen(self)
+        return handler
+
+    def off(self, name: Optional[str] = None, handler: Optional[Callable[..., Any]] = None
+            ) -> None:
+        """Remove handlers (see L{scserver._events.EventEmitter.off})."""
+        EventEmitter.off(self, name, handler)
+        tracker = self._exchange.presence_tracker
+        if tracker is not None and not any(self.listeners(e) for e in _PRESENCE_EVENTS):
+            tracker.unlisten(self)
+
+    def emit(self, event: str, *args: Any) -> bool:
+        """
+        Fire the event C{event} of this channel with C{args} (the presence
+        tracker fires C{'join'} and C{'leave'} this way).
+
+        @return: whether any handler was called.
+        """
+        return self._emit(event, *args)
+
     def get_state(self) -> str:
         """Return L{state}."""
         return self.state
@@ -210,12 +249,16 @@ class Exchange(EventEmitter):
     The server's exchange (C{server.exchange}).
 
     @ivar broker: the L{scserver.interfaces.IBroker} in use.
+    @ivar presence_tracker: the L{scserver._presence.PresenceTracker} (set
+        by the server), or C{None}: see L{presence}.
+    @ivar history_store: the L{scserver._history.History} of the channels
+        configured with L{configure_channel}.
     """
 
     _log = Logger()
 
     def __init__(self, broker: IBroker, prepare: Prepare, warn: Callable[[Any], object],
-                 per_recipient: Callable[[], bool] = lambda: False) -> None:
+                 per_recipient: Callable[[], bool] = lambda: False, clock: Any = None) -> None:
         """
         @param broker: the L{scserver.interfaces.IBroker}.
         @param prepare: frames an encoded payload once for many connections
@@ -223,6 +266,8 @@ class Exchange(EventEmitter):
         @param warn: called with the errors of a fan-out.
         @param per_recipient: tells, once per publication, whether each
             recipient must get its own copy (C{publishOut} middleware).
+        @param clock: an C{IReactorTime} for the expiry of in-process
+            histories (L{configure_channel}); the system time by default.
         """
         EventEmitter.__init__(self)
         self.broker = broker
@@ -234,6 +279,9 @@ class Exchange(EventEmitter):
         # channel -> [local subscribers, the Deferreds waiting for the
         # broker's subscription (None once subscribed)]
         self._broker_channels: dict[str, list[Any]] = {}
+        self.presence_tracker: Optional[PresenceTracker] = None
+        from ._history import History
+        self.history_store = History(self, broker, prepare, warn, per_recipient, clock)
 
     # -- public ----------------------------------------------------------
 
@@ -245,7 +293,78 @@ class Exchange(EventEmitter):
         """
         if type(channel) is not str:
             return fail(InvalidArgumentsError("The channel name must be a string"))
+        if self.history_store.specs:
+            spec = self.history_store.spec(channel)
+            if spec is not None:
+                return self.history_store.publish(channel, data, spec)
         return maybeDeferred(self.broker.publish, channel, data)
+
+    def configure_channel(self, pattern: str, history_size: int,
+                          history_ttl: Optional[float] = None) -> None:
+        """
+        Keep the history of the channels called C{pattern}, or matching it
+        (a glob: C{*}, C{?}, C{[...]}); see L{scserver._history} and the
+        I{History and recovery} page of the documentation.  The first
+        pattern configured that matches a channel wins; configuring a
+        pattern again replaces it.  Every process of an application must
+        configure the same channels.
+
+        @param history_size: the most publications kept (1 to
+            L{scserver._history.MAX_HISTORY_SIZE}).
+        @param history_ttl: seconds without a publication after which the
+            history is lost (a new epoch), or C{None}.
+        @raise scserver._history.HistoryUnsupportedError: the broker keeps
+            no history (only the memory and the Redis brokers do).
+        @raise InvalidArgumentsError: for a bad size, TTL or pattern.
+        """
+        from ._history import HistorySpec
+        self.history_store.configure(HistorySpec(pattern, history_size, history_ttl))
+
+    def history(self, channel: str, since: Optional[int] = None,
+                limit: int = 100) -> Deferred[Any]:
+        """
+        Read the history of C{channel}.
+
+        @param since: the offset after which to read; C{None}: the last
+            C{limit} publications.
+        @param limit: the most publications returned (at most the
+            channel's history size).
+        @return: a Deferred firing with a L{scserver._history.HistoryPage}
+            (C{epoch}, C{top}, C{first}, C{publications}: C{(offset,
+            data)} pairs, oldest first).
+        """
+        if type(channel) is not str:
+            return fail(InvalidArgumentsError("The channel name must be a string"))
+        return self.history_store.read(channel, since, limit)
+
+    def presence(self, channel: str, limit: Optional[int] = None) -> Deferred[dict[str, Any]]:
+        """
+        The members of C{channel} in every process (see the I{Presence}
+        page of the documentation; the channel must match the
+        C{presence_channels} option).
+
+        @param limit: the most members returned (at most, and by default,
+            the C{presence_max_members} option), the earliest joined first.
+        @return: a Deferred firing with socket id → C{{"joined": unix
+            time, ...}} (what the C{presence_info} option exposes); it
+            fails with L{InvalidActionError} when the channel keeps no
+            presence or the broker keeps none, and with
+            L{scserver.errors.BrokerError} when the broker is unavailable.
+        """
+        if self.presence_tracker is None:
+            return fail(InvalidActionError("This exchange keeps no presence"))
+        return self.presence_tracker.presence(channel, limit)
+
+    def presence_stats(self, channel: str) -> Deferred[dict[str, int]]:
+        """
+        The counts of C{channel} in every process: C{{"connections": n,
+        "users": m}}, C{users} being the distinct values of the
+        C{presence_user_claim} claim (C{sub} by default) of the members'
+        auth tokens.  Fails as L{presence}.
+        """
+        if self.presence_tracker is None:
+            return fail(InvalidActionError("This exchange keeps no presence"))
+        return self.presence_tracker.presence_stats(channel)
 
     def subscribe(self, name: str) -> SCChannel:
         """
@@ -378,6 +497,9 @@ class Exchange(EventEmitter):
             sockets = self._sockets[channel] = {}
         sockets[socket] = None
         d = self._acquire(channel)
+        tracker = self.presence_tracker
+        if tracker is not None and tracker.patterns and tracker.tracks(channel):
+            d.addCallback(tracker.subscribed, socket, channel)
 
         def failed(failure: Failure) -> Failure:
             members = self._sockets.get(channel)
@@ -397,6 +519,10 @@ class Exchange(EventEmitter):
         del sockets[socket]
         if not sockets:
             del self._sockets[channel]
+        if self.presence_tracker is not None:
+            self.presence_tracker.unsubscribed(socket, channel)
+        if self.history_store.opted:
+            self.history_store.forget(socket, channel)
         self._release(channel)
 
     # -- delivery --------------------------------------------------------
@@ -413,6 +539,23 @@ class Exchange(EventEmitter):
                                       shared=not self._per_recipient())
             for socket in list(sockets):
                 socket.deliver(publication)
+        server_channel = self._channels.get(channel)
+        if server_channel is not None and server_channel.state == SCChannel.SUBSCRIBED:
+            server_channel._deliver(data)
+
+    def deliver_positioned(self, channel: str, data: Any, offset: int, epoch: str) -> None:
+        """
+        Hand a publication of a channel with history, at C{offset} of the
+        history C{epoch}, to the local subscribers of C{channel} (called by
+        the history store; see L{scserver._history}): the subscriptions
+        that opted in to recovery get its position, the others the same
+        frames as from L{deliver}.
+        """
+        sockets = self._sockets.get(channel)
+        if sockets:
+            publication = Publication(channel, data, self._prepare, self._warn,
+                                      shared=not self._per_recipient())
+            self.history_store.fan_out(channel, list(sockets), publication, offset, epoch)
         server_channel = self._channels.get(channel)
         if server_channel is not None and server_channel.state == SCChannel.SUBSCRIBED:
             server_channel._deliver(data)

@@ -12,7 +12,8 @@ from typing import Any, Callable, Mapping, Optional, Union
 from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
 
-__all__ = ["ICodecEngine", "IMiddleware", "IAuthEngine", "IBroker", "IAttachableBroker"]
+__all__ = ["ICodecEngine", "IMiddleware", "IAuthEngine", "IBroker", "IAttachableBroker",
+           "IPresenceStore", "IPresenceBroker"]
 
 
 class ICodecEngine(Interface):
@@ -151,4 +152,65 @@ class IAttachableBroker(IBroker):
         @param options: the server's validated options (read them, do not
             change them).
         @param warn: emits the server's C{'warning'} event with an error.
+        """
+
+
+class IPresenceStore(Interface):
+    """
+    Where the members of the channels that keep presence are stored, for
+    every process of an application (see L{IPresenceBroker}).
+
+    A member is a socket id; its record is a dict with C{joined} (a Unix
+    time), C{user} (the value of the C{presence_user_claim} claim of its
+    token, or C{None}) and C{info} (a dict: what the C{presence_info}
+    option returned).  Methods may return their result directly or as a
+    Deferred.
+    """
+
+    def start(local: Callable[[], Mapping[str, Mapping[str, dict[str, Any]]]],
+              gone: Callable[[str, str, dict[str, Any]], object]) -> None:
+        """
+        Start the store (heartbeats, if it has any).
+
+        @param local: returns this process's members: channel → member →
+            record (to write them again after the store lost them).
+        @param gone: called as C{gone(channel, member, record)} when the
+            store removed the member of a process that died.
+        """
+
+    def add(channel: str, member: str, record: dict[str, Any]) -> Optional["Deferred[Any]"]:
+        """Add C{member} of this process to C{channel}."""
+
+    def remove(channel: str, member: str) -> Optional["Deferred[Any]"]:
+        """Remove C{member} from C{channel}."""
+
+    def members(channel: str) -> Union[dict[str, dict[str, Any]],
+                                       "Deferred[dict[str, dict[str, Any]]]"]:
+        """
+        The members of C{channel} in every live process: member → record.
+
+        @return: the dict, or a Deferred firing with it (failing with
+            L{scserver.errors.BrokerError} when the store is unavailable).
+        """
+
+    def stop() -> Optional["Deferred[Any]"]:
+        """Stop the store (this process's members may stay until they expire)."""
+
+
+class IPresenceBroker(IBroker):
+    """
+    A broker that keeps presence (optional: with a broker that does not
+    provide it, C{exchange.presence()} fails with a clear
+    L{scserver.errors.InvalidActionError}).  The in-process and the Redis
+    brokers provide it.
+    """
+
+    def presence_store(clock: Any, expiry: float) -> IPresenceStore:
+        """
+        Make the presence store of this broker (called once per server).
+
+        @param clock: the reactor.
+        @param expiry: seconds after which the members of a process that
+            stopped refreshing them are gone (the C{presence_expiry}
+            option).
         """

@@ -44,6 +44,7 @@ __all__ = [
     "MIDDLEWARE_PUBLISH_IN",
     "MIDDLEWARE_PUBLISH_OUT",
     "MIDDLEWARE_EMIT",
+    "MIDDLEWARE_PRESENCE",
     "MIDDLEWARE_TYPES",
     "Blocked",
     "Request",
@@ -57,6 +58,8 @@ MIDDLEWARE_SUBSCRIBE = "subscribe"
 MIDDLEWARE_PUBLISH_IN = "publishIn"
 MIDDLEWARE_PUBLISH_OUT = "publishOut"
 MIDDLEWARE_EMIT = "emit"
+MIDDLEWARE_PRESENCE = "presence"
+"""scserver's own type (not SocketCluster's): a client's C{#presence} request."""
 
 MIDDLEWARE_TYPES = (
     MIDDLEWARE_HANDSHAKE_WS,
@@ -66,8 +69,9 @@ MIDDLEWARE_TYPES = (
     MIDDLEWARE_PUBLISH_IN,
     MIDDLEWARE_PUBLISH_OUT,
     MIDDLEWARE_EMIT,
+    MIDDLEWARE_PRESENCE,
 )
-"""Every middleware type, as SocketCluster names them."""
+"""Every middleware type: SocketCluster's seven, then C{presence}."""
 
 
 class Request:
@@ -83,7 +87,8 @@ class Request:
        C{auth_token_expired_error};
      - C{publishOut}: C{socket}, C{channel}, C{data},
        C{auth_token_expired_error};
-     - C{emit}: C{socket}, C{event}, C{data}, C{auth_token_expired_error}.
+     - C{emit}: C{socket}, C{event}, C{data}, C{auth_token_expired_error};
+     - C{presence}: C{socket}, C{channel}, C{auth_token_expired_error}.
 
     A middleware may replace C{data}.
 
@@ -154,6 +159,9 @@ class MiddlewareChain:
         self._stacks: dict[str, list[Callable[..., Any]]] = {}
         #: middleware type -> actions it blocked (read by the /metrics scrape)
         self.blocks: dict[str, int] = {}
+        #: called as C{observer(type, req, error)} for every block, before
+        #: the warning (the inspection page records blocks with these)
+        self.block_observers: list[Callable[[str, Request, Any], object]] = []
 
     def add(self, type: str, fn: Callable[..., Any]) -> None:
         """
@@ -199,6 +207,8 @@ class MiddlewareChain:
         for fn in stack:
             error, value = await self._call(type, fn, req)
             if _is_block(error):
+                for observer in self.block_observers:
+                    observer(type, req, error)
                 return self._blocked(type, error, value)
         return None
 

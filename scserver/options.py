@@ -12,6 +12,7 @@ C{twistd} plugin alike, so that both accept the same spellings.
 
 import importlib
 import inspect
+import ipaddress
 import os
 from typing import Any, Callable, Mapping, Optional, Union, cast
 
@@ -137,6 +138,17 @@ def _secret(text: Any) -> Any:
     return text
 
 
+def _networks(text: Any) -> Optional[tuple[Union[ipaddress.IPv4Network, ipaddress.IPv6Network], ...]]:
+    """
+    Trusted proxies: addresses or networks (CIDR), separated by commas in a
+    string, or a sequence of them.
+    """
+    items = text.split(",") if isinstance(text, str) else list(text)
+    networks = tuple(ipaddress.ip_network(str(item).strip(), strict=False)
+                     for item in items if str(item).strip())
+    return networks or None
+
+
 OPTIONS = [
     Option("path", "/socketcluster/", str, "URL path of the WebSocket endpoint"),
     Option("protocol_version", "auto", _protocol_version,
@@ -172,6 +184,10 @@ OPTIONS = [
            "bytes queued for a client that stopped reading before it is cut off (its"
            " server socket closes with 1008, the client sees the connection reset, 1006;"
            " not applied behind twisted.web)"),
+    Option("trusted_proxies", None, _optional(_networks),
+           "addresses or networks (CIDR, comma-separated) of reverse proxies whose"
+           " X-Forwarded-For header gives the client's address (for the per-address"
+           " limits and socket.remote_address); none: the peer's address is the client's"),
     Option("max_connections", None, _optional(int),
            "open WebSocket connections this process accepts; beyond, the upgrade is"
            " refused with 503 (none: no limit)"),
@@ -185,6 +201,10 @@ OPTIONS = [
            "inbound bytes (characters of text messages) a socket may send per second (a"
            " burst of one second's worth, at least max_payload); beyond, close 4100"
            " (none: no limit)"),
+    Option("rate_limit_cooldown", 10.0, _optional(float),
+           "seconds during which new sockets from an address whose socket was closed"
+           " 4100 start with 1/20 of the inbound budget's burst (none or 0: always the"
+           " full burst)"),
     Option("max_inflight_requests", 2000, _optional(int),
            "requests (events with a cid) of one socket not answered yet; beyond, the"
            " request is answered with a ResourceLimitError (none: no limit)"),
@@ -208,12 +228,48 @@ OPTIONS = [
            " or pkg.module:factory"),
     Option("broker_prefix", "scserver:", str,
            "prefix of the Redis channel names (one per application sharing a Redis)"),
+    Option("history_channels", None, _optional(str),
+           "channels keeping a history for recovery: PATTERN=SIZE[/TTL] separated by"
+           " spaces, e.g. 'chat.*=100/300 news=20' (glob patterns, TTL in seconds; in"
+           " Python also a dict pattern -> size, (size, ttl) or {size, ttl})"),
+    Option("presence_channels", None, _optional(str),
+           "channels keeping presence (who is subscribed, in every process): glob"
+           " patterns separated by spaces or commas, e.g. 'room.* lobby'; none (the"
+           " default): no channel"),
+    Option("presence_user_claim", "sub", _optional(str),
+           "auth token claim whose distinct values presence_stats counts as users"),
+    Option("presence_expiry", 30.0, float,
+           "seconds after which the members of a process that stopped (Redis broker)"
+           " are gone; it refreshes them every third of it"),
+    Option("presence_max_members", 1000, int,
+           "most members one presence() call or #presence request returns"),
+    Option("presence_notices_per_second", 1000.0, _optional(float),
+           "join/leave notices a process publishes per second; beyond, they are dropped"
+           " (none: no limit)"),
+    Option("presence_info", None, _optional(str),
+           "what a member exposes besides joined: pkg.module:name of a callable"
+           " socket -> dict (default: nothing; scserver._presence:token_presence_info"
+           " exposes the auth token)"),
+    Option("allow_client_presence", False, _bool,
+           "may clients invoke #presence on a channel they are subscribed to (presence"
+           " middleware decides further)"),
     Option("middleware_emit_warnings", True, _bool, "emit 'warning' on middleware blocks"),
     Option("health_path", "/health", _optional(str),
            "path of the plain HTTP health check on the WebSocket port (200 once ready,"
            " else 503); empty or none disables it"),
     Option("metrics_path", "/metrics", _optional(str),
            "path of the Prometheus metrics on the WebSocket port; empty or none disables it"),
+    Option("inspect_path", None, _optional(str),
+           "path of the live inspection page on the WebSocket port (e.g. /inspect); none"
+           " (the default) disables it; it needs inspect_token or inspect_user and"
+           " inspect_password"),
+    Option("inspect_token", None, _optional(_secret),
+           "bearer token of the inspection page (Authorization: Bearer, ?token= or its"
+           " cookie): the token, @path (a file holding it) or env:NAME"),
+    Option("inspect_user", None, _optional(str),
+           "HTTP Basic user name of the inspection page (with inspect_password)"),
+    Option("inspect_password", None, _optional(_secret),
+           "HTTP Basic password of the inspection page: the password, @path or env:NAME"),
 ]
 """Every server option, in documentation order."""
 
@@ -252,6 +308,7 @@ def validate_options(options: Mapping[str, Any]) -> dict[str, Any]:
     try:
         merged["protocol_version"] = _protocol_version(merged["protocol_version"])
         merged["origins"] = _origins(merged["origins"])
+        merged["trusted_proxies"] = _optional(_networks)(merged["trusted_proxies"])
         for name in _NUMBERS_POSITIVE:
             merged[name] = float(merged[name])
             if merged[name] <= 0:
@@ -274,9 +331,17 @@ def validate_options(options: Mapping[str, Any]) -> dict[str, Any]:
         if merged["socket_channel_limit"] is not None:
             merged["socket_channel_limit"] = int(merged["socket_channel_limit"])
         merged["auth_default_expiry"] = float(merged["auth_default_expiry"])
+        if merged["rate_limit_cooldown"] is not None:
+            merged["rate_limit_cooldown"] = float(merged["rate_limit_cooldown"])
+            if merged["rate_limit_cooldown"] < 0:
+                raise ValueError("rate_limit_cooldown must not be negative")
         merged["auth_leeway"] = float(merged["auth_leeway"])
         if merged["auth_leeway"] < 0:
             raise ValueError("auth_leeway must not be negative")
+        from ._history import parse_history_channels
+        merged["history_channels"] = parse_history_channels(merged["history_channels"]) or None
+        from ._presence import validate_presence_options
+        validate_presence_options(merged)
         if not isinstance(merged["broker_prefix"], str):
             raise TypeError("broker_prefix must be a string, not {}".format(
                 type(merged["broker_prefix"]).__name__))
@@ -291,6 +356,8 @@ def validate_options(options: Mapping[str, Any]) -> dict[str, Any]:
     if (merged["auth_private_key"] is None) != (merged["auth_public_key"] is None):
         raise InvalidOptionsError(
             "The auth_private_key and auth_public_key options must be given together")
+    from ._inspect import check_options as check_inspect_options
+    check_inspect_options(merged)
     return merged
 
 

@@ -4,6 +4,7 @@ L{SCServer}: a SocketCluster server, as a Twisted service.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from twisted.application.service import Service
@@ -22,6 +23,7 @@ from .middleware import (
     MIDDLEWARE_EMIT,
     MIDDLEWARE_HANDSHAKE_SC,
     MIDDLEWARE_HANDSHAKE_WS,
+    MIDDLEWARE_PRESENCE,
     MIDDLEWARE_PUBLISH_IN,
     MIDDLEWARE_PUBLISH_OUT,
     MIDDLEWARE_SUBSCRIBE,
@@ -33,9 +35,16 @@ from .socket import IServerSocketOutput, ISocketRegistry, SCServerSocket
 if TYPE_CHECKING:
     from twisted.web.resource import IResource
 
+    from ._inspect import Inspector
+
     from ._transport import UpgradeRequest
 
 __all__ = ["SCServer", "listen"]
+
+
+MAX_COOLING_ADDRESSES = 65536
+"""The most addresses a server remembers as cooling down (the oldest are
+forgotten first)."""
 
 
 @implementer(ISocketRegistry)
@@ -53,6 +62,9 @@ class _SocketRegistry:
         # until they are gone), in all and by remote address.
         self.admitted = 0
         self.admitted_by_address: dict[Optional[str], int] = {}
+        # Addresses cut off for exceeding the inbound budget: until when
+        # they cool down, in the order they were cut off.
+        self.cooling_until: OrderedDict[str, float] = OrderedDict()
 
     def admit(self, address: Optional[str], limit: Optional[int],
               per_address: Optional[int]) -> Optional[int]:
@@ -80,6 +92,24 @@ class _SocketRegistry:
             del self.admitted_by_address[address]
         else:
             self.admitted_by_address[address] = count - 1
+
+    def cool_down(self, address: str, until: float) -> None:
+        """Remember that C{address} cools down until C{until} (a bounded table)."""
+        cooling = self.cooling_until
+        cooling.pop(address, None)
+        cooling[address] = until
+        while len(cooling) > MAX_COOLING_ADDRESSES:
+            cooling.popitem(last=False)
+
+    def cooling(self, address: Optional[str], now: float) -> bool:
+        """Is C{address} cooling down at C{now}?"""
+        until = self.cooling_until.get(address) if address is not None else None
+        if until is None:
+            return False
+        if until <= now:
+            del self.cooling_until[address]  # type: ignore[arg-type]
+            return False
+        return True
 
     def add(self, socket: SCServerSocket, output: IServerSocketOutput) -> None:
         """A new socket, in its handshake, writing to C{output}."""
@@ -124,6 +154,8 @@ class SCServer(EventEmitter, Service):
     @ivar metrics_registry: the C{prometheus_client} C{CollectorRegistry}
         served at the C{metrics_path} option (this server's own, not the
         global one; register application metrics in it).
+    @ivar inspector: the L{scserver._inspect.Inspector} of the live
+        inspection page (the C{inspect_path} option), or C{None}.
     """
 
     MIDDLEWARE_HANDSHAKE_WS = MIDDLEWARE_HANDSHAKE_WS
@@ -133,6 +165,7 @@ class SCServer(EventEmitter, Service):
     MIDDLEWARE_PUBLISH_IN = MIDDLEWARE_PUBLISH_IN
     MIDDLEWARE_PUBLISH_OUT = MIDDLEWARE_PUBLISH_OUT
     MIDDLEWARE_EMIT = MIDDLEWARE_EMIT
+    MIDDLEWARE_PRESENCE = MIDDLEWARE_PRESENCE
 
     _log = Logger()
 
@@ -155,12 +188,22 @@ class SCServer(EventEmitter, Service):
             self.broker.attach(self.options, self._warn)
         self.exchange: Exchange = Exchange(
             self.broker, self._prepare_message, self._warn,
-            per_recipient=lambda: self.middleware.has(MIDDLEWARE_PUBLISH_OUT))
+            per_recipient=lambda: self.middleware.has(MIDDLEWARE_PUBLISH_OUT),
+            clock=reactor)
+        from ._presence import PresenceTracker
+        self.exchange.presence_tracker = PresenceTracker(
+            self.exchange, self.broker, reactor, self.options, self.middleware)
+        for spec in self.options["history_channels"] or ():
+            self.exchange.configure_channel(spec.pattern, spec.size, spec.ttl)
         self._registry = _SocketRegistry()
         self.clients: dict[str, SCServerSocket] = self._registry.clients
         self.pending_clients: dict[str, SCServerSocket] = self._registry.pending
         self.is_ready = False
         self.metrics_registry = server_registry(self)
+        self.inspector: Optional[Inspector] = None
+        if self.options["inspect_path"]:
+            from ._inspect import Inspector
+            self.inspector = Inspector(self)
         self._ports: list[IListeningPort] = []
         self._resource: Optional[IResource] = None
         from ._transport import SCServerFactory
@@ -266,6 +309,8 @@ class SCServer(EventEmitter, Service):
 
     def _ready(self, _: object) -> None:
         self.is_ready = True
+        if self.inspector is not None and self.running:
+            self.inspector.start()
         self._emit("ready")
 
     def _broker_failed(self, failure: Failure) -> None:
@@ -328,6 +373,8 @@ class SCServer(EventEmitter, Service):
         if self.running:
             Service.stopService(self)
         self.is_ready = False
+        if self.inspector is not None:
+            self.inspector.stop()
         waits: list[Deferred[Any]] = [maybeDeferred(port.stopListening) for port in self._ports]
         self._ports = []
         waits.extend(_when_closed(connection)
@@ -335,6 +382,9 @@ class SCServer(EventEmitter, Service):
         for socket in list(self.pending_clients.values()) + list(self.clients.values()):
             socket.disconnect(1001, "Server is shutting down")
         d = self._closing = DeferredList(waits, consumeErrors=True)
+        tracker = self.exchange.presence_tracker
+        if tracker is not None:
+            d.addCallback(lambda _: tracker.stop())
         d.addCallback(lambda _: maybeDeferred(self.broker.stop) if self._start is not None
                       else None)
         d.addBoth(self._stopped)

@@ -77,6 +77,14 @@ MAX_CHANNEL_NAME_LENGTH = 256
 """The default longest channel name (in characters) a client may use (the
 server's C{max_channel_name_length} option)."""
 
+INTERNAL_CHANNEL_PREFIX = "#scserver/"
+"""
+Channels whose name starts with this are the server's own (the inspection
+page's snapshots, see L{scserver._inspect}): a client's subscribe, publish
+or unsubscribe naming one is refused with an C{InvalidActionError}; server
+code uses them through C{server.exchange}.
+"""
+
 _id_lock = threading.Lock()
 _id_sequence = [0]
 
@@ -123,6 +131,23 @@ class ISocketRegistry(Interface):
     def remove(socket: "SCServerSocket") -> None:
         """C{socket} closed."""
 
+    def cool_down(address: str, until: float) -> None:
+        """
+        A socket from C{address} was closed for exceeding its inbound
+        budget: until the time C{until}, new sockets from there start
+        without a burst.
+        """
+
+    def cooling(address: Optional[str], now: float) -> bool:
+        """Is C{address} cooling down at the time C{now} (see L{cool_down})?"""
+
+
+COOLDOWN_BURST = 0.05
+"""The fraction of a full inbound budget (of one second's worth) that a
+socket from an address cooling down starts with: a flooder that reconnects
+as soon as it is cut off gets 1/20 of a second's work per connection
+(the C{rate_limit_cooldown} option)."""
+
 
 @implementer(IEngineOwner)
 class SCServerSocket(EventEmitter):
@@ -149,6 +174,18 @@ class SCServerSocket(EventEmitter):
     UNAUTHENTICATED = "unauthenticated"
 
     _log = Logger()
+
+    # The protocol events and the names of their handlers, called with
+    # (data, cid, expired): names, not bound methods, so that a socket
+    # carries no table of its own.
+    _PROTOCOL_HANDLERS = {
+        "#subscribe": "_on_subscribe",
+        "#unsubscribe": "_on_unsubscribe",
+        "#publish": "_on_publish",
+        "#authenticate": "_on_authenticate",
+        "#removeAuthToken": "_on_remove_auth_token",
+        "#presence": "_on_presence",
+    }
 
     def __init__(self, server: "SCServer", output: IServerSocketOutput,
                  registry: ISocketRegistry, request: Optional["UpgradeRequest"] = None,
@@ -188,9 +225,13 @@ class SCServerSocket(EventEmitter):
         budget = None
         if options.get("max_messages_per_second") is not None or \
                 options.get("max_bytes_per_second") is not None:
+            burst = 1.0
+            if options.get("rate_limit_cooldown") and registry.cooling(
+                    self.remote_address, self._now()):
+                burst = COOLDOWN_BURST
             budget = _engine.InboundBudget(
                 self._clock, options.get("max_messages_per_second"),
-                options.get("max_bytes_per_second"), options["max_payload"])
+                options.get("max_bytes_per_second"), options["max_payload"], burst)
         self._engine = _engine.ProtocolEngine(
             self.codec, self._clock, self, output,
             role=_engine.SERVER,
@@ -209,14 +250,6 @@ class SCServerSocket(EventEmitter):
         # Bound once: every event with handlers gets a Responder of its own.
         self._respond = self._engine.respond
         self._warn_twice = self._responded_twice
-        self._protocol_handlers: dict[
-                str, Callable[[Any, Optional[CallId], Optional[Exception]], None]] = {
-            "#subscribe": self._on_subscribe,
-            "#unsubscribe": self._on_unsubscribe,
-            "#publish": self._on_publish,
-            "#authenticate": self._on_authenticate,
-            "#removeAuthToken": self._on_remove_auth_token,
-        }
 
     def __repr__(self) -> str:
         return "<SCServerSocket {} {}>".format(self.id, self.state)
@@ -443,9 +476,9 @@ class SCServerSocket(EventEmitter):
     def engine_event(self, event: str, data: Any, cid: Optional[CallId]) -> None:
         """Engine handler: the client sent an event (protocol or application)."""
         expired = self._expired
-        handler = self._protocol_handlers.get(event)
+        handler = self._PROTOCOL_HANDLERS.get(event)
         if handler is not None:
-            handler(data, cid, expired)
+            getattr(self, handler)(data, cid, expired)
             return
         if event in RESERVED_EVENTS:
             if cid is not None:
@@ -819,6 +852,8 @@ class SCServerSocket(EventEmitter):
         if len(channel) > self._max_channel_name_length:
             return InvalidActionError("{} channel name exceeds {} characters".format(
                 action, self._max_channel_name_length))
+        if channel.startswith(INTERNAL_CHANNEL_PREFIX):
+            return InvalidActionError("{} channel name {!r} is reserved".format(action, channel))
         return None
 
     def _subscribe(self, req: Request, data: dict[str, Any], cid: Optional[CallId],
@@ -839,23 +874,46 @@ class SCServerSocket(EventEmitter):
         if req.data is not None or "data" in options:
             options["data"] = req.data
         self._channels[channel] = True
+        # A subscription that opted in to recovery (scserver._history):
+        # live publications are held back from now until the history is
+        # read and replayed.
+        recovery = self.exchange.history_store.recovery(self, channel, req.data) \
+            if self.exchange.history_store.specs else None
         d = self.exchange.add_subscriber(self, channel)
+        if recovery is not None:
+            d.addCallback(lambda _: recovery.read())
 
-        def subscribed(_: object) -> None:
+        def subscribed(reply: Any) -> None:
             if self.state == self.CLOSED or channel not in self._channels:
                 return
             self._emit("subscribe", channel, options)
             self.server.emit("subscription", self, channel, options)
-            self._engine.respond(cid, batch=batch)
+            self._engine.respond(cid, None, reply, batch=batch)
+            if recovery is not None:
+                recovery.finish()
 
         def failed(failure: Failure) -> None:
             self._stats.broker_errors += 1
             self._channels.pop(channel, None)
+            if recovery is not None:
+                self.exchange.history_store.forget(self, channel)
             self._engine.respond(cid, BrokerError(
                 "Failed to subscribe socket to the {} channel - {}".format(
                     channel, failure.getErrorMessage())), batch=batch)
 
         d.addCallbacks(subscribed, failed)
+
+    def _on_presence(self, data: Any, cid: Optional[CallId],
+                     expired: Optional[Exception]) -> None:
+        # scserver's own procedure (see scserver._presence): who is on a
+        # channel this socket is subscribed to.
+        tracker = self.exchange.presence_tracker
+        if tracker is None or self.state != self.OPEN:
+            self._engine.respond(cid, InvalidActionError("Presence is not available"))
+            return
+        d = tracker.client_request(self, data, expired)
+        d.addCallback(lambda outcome: self._engine.respond(cid, outcome[0], outcome[1]))
+        d.addErrback(self._failed, "#presence", cid)
 
     def _on_unsubscribe(self, data: Any, cid: Optional[CallId],
                         expired: Optional[Exception]) -> None:
@@ -931,6 +989,9 @@ class SCServerSocket(EventEmitter):
     def _closed(self, code: int, reason: Any, was_open: bool) -> None:
         server = self.server
         self._registry.remove(self)
+        cooldown = server.options.get("rate_limit_cooldown")
+        if code == _engine.CLOSE_RATE_LIMIT and cooldown and self.remote_address is not None:
+            self._registry.cool_down(self.remote_address, self._now() + cooldown)
         self._stats.closed(code)
         self._log.debug("Socket {id} from {peer} disconnected ({code})", id=self.id,
                         peer=self.remote_address, code=code)

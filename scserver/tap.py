@@ -131,14 +131,20 @@ _SECRET_ENV = {
     "auth_key": AUTH_KEY_ENV,
     "auth_private_key": "SCSERVER_AUTH_PRIVATE_KEY",
     "auth_public_key": "SCSERVER_AUTH_PUBLIC_KEY",
+    "inspect_token": "SCSERVER_INSPECT_TOKEN",
+    "inspect_password": "SCSERVER_INSPECT_PASSWORD",
 }
 """
-The token keys, and the environment variable through which each reaches
-the workers when it was not given on the command line itself.
+The token keys (and the inspection page's token and password), and the
+environment variable through which each reaches the workers when it was
+not given on the command line itself.
 """
 
 STARTUP_FAILURE_STATUS = 1
 """The exit status of twistd when the server cannot start."""
+
+USAGE_ERROR_STATUS = 1
+"""The exit status of twistd after a usage error (a bad option)."""
 
 _log = Logger()
 
@@ -342,6 +348,26 @@ class Options(usage.Options):
         A server endpoint to listen on (repeatable) [default: tcp:8000]
         """
         self["listen"].append(description)
+
+    def parseOptions(self, options: Optional[list[str]] = None) -> None:
+        """
+        Parse the command line (C{usage.Options.parseOptions}).  Under
+        twistd (these options being its C{scserver} subcommand, with a
+        C{parent}), a usage error also makes the process exit with status
+        1 once twistd has printed it.  Twisted 25.5 and older (the last
+        releases for Python 3.9, so what PyPy 3.9 gets) print a usage
+        error and exit with status 0; newer ones exit with status 1
+        themselves.
+
+        @param options: the arguments (C{sys.argv[1:]} when C{None}).
+        @raise usage.UsageError: for any bad option.
+        """
+        try:
+            usage.Options.parseOptions(self, options)
+        except usage.UsageError:
+            if getattr(self, "parent", None) is not None:
+                _exit_at_end(USAGE_ERROR_STATUS)
+            raise
 
     def postOptions(self) -> None:
         """

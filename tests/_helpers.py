@@ -11,7 +11,9 @@ Only what several modules use lives here:
     them with L{MemoryCase.wait} and L{MemoryCase.run_until} instead of
     sleeping;
   - the hand-made tokens and key pairs of the auth tests (L{NOW},
-    L{b64url}, L{hs256_token}, L{pem_pair}, L{ec_pair}).
+    L{b64url}, L{hs256_token}, L{pem_pair}, L{ec_pair});
+  - L{running}, a fake reactor that behaves as a running one on every
+    Twisted release.
 """
 
 import base64
@@ -38,6 +40,7 @@ __all__ = [
     "names",
     "pem_pair",
     "publications",
+    "running",
 ]
 
 NOW = 1795639688
@@ -95,6 +98,33 @@ def clock_now():
     clock = Clock()
     clock.advance(int(time.time()))
     return clock
+
+
+def running(reactor):
+    """
+    Make a fresh C{MemoryReactor} (or C{MemoryReactorClock}) a running
+    reactor, the same on every Twisted release: C{running}, not stopped yet,
+    and C{callWhenRunning} calling at once, as a running reactor does.
+
+    Twisted 25.5 (the last release for Python 3.9, so what PyPy 3.9 gets)
+    makes its C{MemoryReactor} with C{hasStopped} already true and only
+    records C{callWhenRunning} calls; with it a test of "the reactor was
+    stopped" would pass without a stop.
+
+    @param reactor: a C{MemoryReactor} that was neither run nor stopped.
+    @return: C{reactor}; C{reactor.hasStopped} becomes true when (and only
+        when) its C{stop} is called.
+    """
+    reactor.running = True
+    reactor.hasRun = True
+    reactor.hasStopped = False
+    reactor.hasCrashed = False
+
+    def callWhenRunning(f, *args, **kwargs):
+        f(*args, **kwargs)
+
+    reactor.callWhenRunning = callWhenRunning
+    return reactor
 
 
 class ClockServerCase(SynchronousTestCase):

@@ -14,8 +14,10 @@ from twisted.web.server import Site
 
 from scserver import SCServer
 from scserver._engine import CLOSE_BATCH_TOO_LARGE, CLOSE_RATE_LIMIT
+from scserver._metrics import render
 from scserver.errors import InvalidOptionsError, ResourceLimitError
-from scserver.options import DEFAULTS
+from scserver._transport import client_address
+from scserver.options import DEFAULTS, validate_options
 from scserver.testing import FakeConnection, MemoryNetwork, make_server
 from tests.test_hardening_transport import REQUEST, RawFactory
 
@@ -96,6 +98,10 @@ class ConnectionLimitTests(SynchronousTestCase):
         received = third.client_protocol.received
         self.assertTrue(received.startswith(b"HTTP/1.1 503 Service Unavailable\r\n"), received)
         self.assertIn(b"connection limit (2)", received)
+        self.assertIn(b"\r\nRetry-After: 5\r\n", received)
+        self.assertEqual(self.server.stats.refused, {"503": 1})
+        self.assertIn(b'scserver_upgrades_refused_total{status="503"} 1.0',
+                      render(self.server.metrics_registry))
         self.assertTrue(third.client_protocol.lost)
         self.assertIsNone(third.server_protocol.sc_socket)
         self.assertEqual(len(self.server.pending_clients), 2)
@@ -116,6 +122,8 @@ class ConnectionLimitTests(SynchronousTestCase):
         received = second.client_protocol.received
         self.assertTrue(received.startswith(b"HTTP/1.1 429 Too Many Requests\r\n"), received)
         self.assertIn(b"Too many connections from 127.0.0.1", received)
+        self.assertIn(b"\r\nRetry-After: 5\r\n", received)
+        self.assertEqual(self.server.stats.refused, {"429": 1})
         first.drop()
         self.network.flush()
         third = self.connect()
@@ -168,6 +176,59 @@ class ConnectionLimitTests(SynchronousTestCase):
         for address in ("10.0.0.2", "10.0.0.3", None, "10.0.0.9"):
             server.release_connection(address)
         self.assertEqual(server.connections_count, 0)
+
+
+class ForwardedForTests(SynchronousTestCase):
+    """
+    C{trusted_proxies}: the client's address is read from
+    C{X-Forwarded-For} when, and only as far as, the hops are trusted.
+    """
+
+    def test_clientAddress(self):
+        trusted = validate_options({"trusted_proxies": "10.0.0.0/8, ::1"})["trusted_proxies"]
+        cases = [
+            # peer, X-Forwarded-For, expected
+            ("10.1.1.1", "203.0.113.7", "203.0.113.7"),
+            ("10.1.1.1", "198.51.100.1, 203.0.113.7", "203.0.113.7"),
+            # A trusted hop in the chain vouches for the one before it.
+            ("10.1.1.1", "198.51.100.1, 10.2.2.2", "198.51.100.1"),
+            ("::1", "2001:db8::5", "2001:db8::5"),
+            # An untrusted peer's header is ignored: anybody can send one.
+            ("203.0.113.9", "198.51.100.1", "203.0.113.9"),
+            # Garbage ends the walk at the last address vouched for.
+            ("10.1.1.1", "198.51.100.1, nonsense", "10.1.1.1"),
+            ("10.1.1.1", "", "10.1.1.1"),
+            ("10.1.1.1", None, "10.1.1.1"),
+            (None, "198.51.100.1", None),
+        ]
+        for peer, header, expected in cases:
+            self.assertEqual(client_address(peer, header, trusted), expected, (peer, header))
+        self.assertEqual(client_address("10.1.1.1", "198.51.100.1", None), "10.1.1.1")
+        # Only the last MAX_FORWARDED_HOPS entries are read.
+        header = ", ".join(["198.51.100.1"] + ["10.0.0.1"] * 40)
+        self.assertEqual(client_address("10.1.1.1", header, trusted), "10.0.0.1")
+
+    def test_badOption(self):
+        self.assertRaises(InvalidOptionsError, make_server, trusted_proxies="not-an-address")
+        self.assertIsNone(make_server(trusted_proxies="").options["trusted_proxies"])
+
+    def test_perAddressLimit(self):
+        """Behind a trusted proxy, max_connections_per_ip counts each client."""
+        server = make_server(max_connections_per_ip=1, trusted_proxies="127.0.0.1")
+        network = MemoryNetwork(server)
+
+        def connect(client):
+            connection = network.connect_protocol(RawFactory())
+            connection.client_protocol.transport.write(REQUEST.replace(
+                b"\r\n\r\n", b"\r\nX-Forwarded-For: " + client + b"\r\n\r\n"))
+            network.flush()
+            return connection.client_protocol.received.split(b"\r\n")[0]
+
+        self.assertIn(b" 101 ", connect(b"198.51.100.1"))
+        self.assertIn(b" 101 ", connect(b"198.51.100.2"))
+        self.assertIn(b" 429 ", connect(b"198.51.100.1"))
+        self.assertEqual(sorted(socket.remote_address for socket in server.pending_clients.values()),
+                         ["198.51.100.1", "198.51.100.2"])
 
 
 class BudgetTests(SynchronousTestCase):
@@ -223,6 +284,70 @@ class BudgetTests(SynchronousTestCase):
         conn.handshake()
         conn.emit("x", "a" * 4000)
         self.assertIsNone(conn.closed)
+
+
+class CooldownTests(SynchronousTestCase):
+    """
+    After a socket was closed 4100, new sockets from its address start with
+    1/20 of the burst for C{rate_limit_cooldown} seconds; other addresses,
+    and the same address once cooled down, get the full burst.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.server = make_server(self.clock, max_messages_per_second=100)
+
+    def burst(self, address):
+        """How many messages a new socket from C{address} may send at once."""
+        conn = FakeConnection(self.server, remote_address=address)
+        conn.handshake()
+        sent = 0
+        while conn.closed is None and sent < 1000:
+            conn.emit("x")
+            sent += 1
+        self.assertEqual(conn.closed, (CLOSE_RATE_LIMIT, "Inbound rate limit exceeded"))
+        # The last message did not fit; the #handshake counted too.
+        return sent - 1
+
+    def test_cooldown(self):
+        self.assertEqual(DEFAULTS["rate_limit_cooldown"], 10.0)
+        self.assertEqual(self.burst("10.0.0.1"), 99)
+        # Cut off once: the next socket from there has 5 messages' worth.
+        self.assertEqual(self.burst("10.0.0.1"), 4)
+        self.assertEqual(self.burst("10.0.0.2"), 99)
+        self.clock.advance(9.9)
+        self.assertEqual(self.burst("10.0.0.1"), 4)
+        # Each cut-off starts the cooldown again; past it, the full burst.
+        self.clock.advance(10.0)
+        self.assertEqual(self.burst("10.0.0.1"), 99)
+
+    def test_steadyRateUnaffected(self):
+        """A socket from a cooling address that keeps to the rate is not closed."""
+        self.burst("10.0.0.1")
+        conn = FakeConnection(self.server, remote_address="10.0.0.1")
+        conn.handshake()
+        for _ in range(500):
+            self.clock.advance(0.011)
+            conn.emit("x")
+        self.assertIsNone(conn.closed)
+
+    def test_off(self):
+        for value in (None, 0):
+            server = make_server(self.clock, max_messages_per_second=100,
+                                 rate_limit_cooldown=value)
+            self.server = server
+            self.assertEqual(self.burst("10.0.0.1"), 99)
+            self.assertEqual(self.burst("10.0.0.1"), 99)
+        self.assertRaises(InvalidOptionsError, make_server, rate_limit_cooldown=-1)
+
+    def test_bounded(self):
+        """The table of cooling addresses forgets the oldest beyond its size."""
+        from scserver import server as server_module
+        self.patch(server_module, "MAX_COOLING_ADDRESSES", 3)
+        for i in range(4):
+            self.burst("10.0.0.{}".format(i))
+        self.assertEqual(self.burst("10.0.0.0"), 99)
+        self.assertEqual(self.burst("10.0.0.3"), 4)
 
 
 class BatchSizeTests(SynchronousTestCase):

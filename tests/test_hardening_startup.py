@@ -32,6 +32,7 @@ from twisted.internet.interfaces import IStreamServerEndpoint
 from scserver import _workers, tap
 from scserver.options import OPTIONS
 
+from tests._helpers import running
 from tests.test_twistd import PORT_LINE, TwistdProcessMixin
 from tests.test_workers import SHARED, WORKER_LISTENING
 
@@ -279,8 +280,7 @@ class StartupFailureTests(_Environment, unittest.SynchronousTestCase):
         Once the reactor runs, a listening failure stops it and the exit
         status is set to 1.
         """
-        reactor = MemoryReactor()
-        reactor.running = True
+        reactor = running(MemoryReactor())
         statuses = []
         startup = tap._Startup(reactor, statuses.append)
         listener = tap._Listener(_Refusing(), object(), "tcp:8000", startup)
@@ -295,8 +295,7 @@ class StartupFailureTests(_Environment, unittest.SynchronousTestCase):
         left alone.
         """
         for ready, stopped in ((False, True), (True, False)):
-            reactor = MemoryReactorClock()
-            reactor.running = True
+            reactor = running(MemoryReactorClock())
             statuses = []
             server = type("Server", (), {"is_ready": ready})()
             deadline = tap._BrokerDeadline(reactor, server, 5, tap._Startup(reactor,
@@ -312,8 +311,7 @@ class StartupFailureTests(_Environment, unittest.SynchronousTestCase):
         """
         A failed C{--app} setup stops the reactor with exit status 1.
         """
-        reactor = MemoryReactor()
-        reactor.running = True
+        reactor = running(MemoryReactor())
         statuses = []
         d = defer.Deferred()
         tap._SetupGate(d, reactor, tap._Startup(reactor, statuses.append))

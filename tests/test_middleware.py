@@ -39,13 +39,13 @@ class ChainTests(SynchronousTestCase):
     def test_types(self):
         self.assertEqual(set(MIDDLEWARE_TYPES), {
             "handshakeWS", "handshakeSC", "authenticate", "subscribe",
-            "publishIn", "publishOut", "emit"})
+            "publishIn", "publishOut", "emit", "presence"})
         for name in MIDDLEWARE_TYPES:
             self.assertEqual(getattr(SCServer, "MIDDLEWARE_" + {
                 "handshakeWS": "HANDSHAKE_WS", "handshakeSC": "HANDSHAKE_SC",
                 "authenticate": "AUTHENTICATE", "subscribe": "SUBSCRIBE",
                 "publishIn": "PUBLISH_IN", "publishOut": "PUBLISH_OUT",
-                "emit": "EMIT"}[name]), name)
+                "emit": "EMIT", "presence": "PRESENCE"}[name]), name)
 
     def test_unknownType(self):
         self.assertRaises(InvalidArgumentsError, self.chain.add, "nope", lambda r, n: n())

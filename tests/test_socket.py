@@ -1192,7 +1192,7 @@ class UnexpectedErrorTests(SocketTestCase):
     def test_message_failure_closes_1011(self):
         """An unexpected error while handling a message closes with 1011 too."""
         conn = self.open()
-        conn.socket._protocol_handlers["#subscribe"] = self.break_continuation("subscribe")
+        conn.socket._on_subscribe = self.break_continuation("subscribe")
         conn.emit("#subscribe", {"channel": "x"}, cid=True)
         self.assertEqual(conn.closed, (1011, "Server error"))
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)

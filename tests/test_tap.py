@@ -18,6 +18,8 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from scserver import _workers, tap
 from scserver.options import OPTIONS
+
+from tests._helpers import running
 # Named as tests.test_tap:NAME by the flags below.
 from tests.test_options import (  # noqa: F401
     UPPER_CODEC,
@@ -234,6 +236,27 @@ class OptionsTests(SynchronousTestCase):
         A server option given last without a value is a usage error.
         """
         self.assertUsageError(["--ping-interval"], "ping-interval")
+
+    def test_usageErrorExitStatusUnderTwistd(self):
+        """
+        A usage error met as twistd's C{scserver} subcommand asks for exit
+        status 1 at the end (twistd of Twisted 25.5 and older would exit
+        with 0); parsed on their own, or without an error, the options ask
+        for no exit status.
+        """
+        from twisted.scripts.twistd import ServerOptions
+
+        statuses = []
+        self.patch(tap, "_exit_at_end", statuses.append)
+        self.assertRaises(usage.UsageError, parse, "--no-such-option", "1")
+        self.assertEqual(statuses, [])
+        ServerOptions().parseOptions(["scserver", "--listen", "tcp:0"])
+        self.assertEqual(statuses, [])
+        for args in (["--no-such-option", "1"], ["--workers", "0"]):
+            self.assertRaises(usage.UsageError, ServerOptions().parseOptions,
+                              ["scserver"] + args)
+        self.assertEqual(statuses, [tap.USAGE_ERROR_STATUS] * 2)
+        self.assertEqual(tap.USAGE_ERROR_STATUS, 1)
 
 
 class CodecOptionTests(SynchronousTestCase):
@@ -598,7 +621,7 @@ class BuildServiceTests(SynchronousTestCase):
         config = parse("--listen", "tcp:8001", "--listen", "tcp:8002")
         config["setup"] = lambda server: ready
         service = tap.build_service(config, self.reactor, FakeServer)
-        self.reactor.running = True
+        running(self.reactor)
         service.startService()
         ready.errback(RuntimeError("no database"))
         self.assertEqual(self.reactor.tcpServers, [])

@@ -37,6 +37,7 @@ from twisted.trial import unittest
 from scserver import _workers
 from scserver.client import SCClientSocket
 
+from tests._helpers import running
 from tests.test_twistd import TwistdProcessMixin
 
 AUTH_KEY = "workers-test-auth-key-0123456789abcdefghij"
@@ -616,8 +617,7 @@ class WorkerSideTests(unittest.SynchronousTestCase):
         self.patch(os, "setpgid", lambda pid, pgid: groups.append((pid, pgid)))
         read, write = os.pipe()
         self.addCleanup(os.close, read)
-        reactor = MemoryReactor()
-        reactor.running = True
+        reactor = running(MemoryReactor())
         watch = _workers.ParentWatch(reactor, read)
         watch.startService()
         self.assertEqual(groups, [(0, 0)])

@@ -9,12 +9,12 @@ from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
 from ..errors import BrokerError
-from ..interfaces import IBroker
+from ..interfaces import IBroker, IPresenceBroker, IPresenceStore
 
 __all__ = ["MemoryBroker"]
 
 
-@implementer(IBroker)
+@implementer(IBroker, IPresenceBroker)
 class MemoryBroker:
     """
     An L{IBroker} for a single process.
@@ -49,6 +49,12 @@ class MemoryBroker:
         if channel in self.subscriptions:
             self._deliver(channel, data)
         return succeed(None)
+
+    def presence_store(self, clock: Any, expiry: float) -> IPresenceStore:
+        """A table (L{scserver._presence.MemoryPresenceStore}): nothing expires."""
+        from .._presence import MemoryPresenceStore
+
+        return MemoryPresenceStore()
 
     def stop(self) -> Deferred[None]:
         """Stop delivering."""

@@ -111,7 +111,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ..errors import BrokerError
-from ..interfaces import IAttachableBroker
+from ..interfaces import IAttachableBroker, IPresenceBroker, IPresenceStore
 
 __all__ = [
     "RedisBroker",
@@ -766,7 +766,7 @@ class _Shard:
 # --------------------------------------------------------------------------
 
 
-@implementer(IAttachableBroker)
+@implementer(IAttachableBroker, IPresenceBroker)
 class RedisBroker:
     """
     An L{scserver.interfaces.IBroker} on Redis pub/sub, sharded over one or
@@ -777,6 +777,10 @@ class RedisBroker:
     @ivar prefix: the prefix of the Redis channel names (see
         L{scserver.interfaces.IAttachableBroker.attach}).
     @ivar subscriptions: the channels this process is subscribed to.
+    @ivar extensions: first byte → C{handler(channel, message)}: the
+        messages from Redis whose first byte is a key are given to its
+        handler instead of being read as an envelope (the channel history
+        of L{scserver._history} publishes its own messages).
     """
 
     def __init__(self, addresses: Sequence[RedisAddress], reactor: Any,
@@ -836,6 +840,7 @@ class RedisBroker:
         self._starting: list[Deferred[None]] = []
         self._reported: set[str] = set()
         self._random = random.Random()
+        self.extensions: dict[int, Callable[[str, bytes], object]] = {}
 
     @classmethod
     def from_url(cls, url: str, reactor: Any, **kwargs: Any) -> "RedisBroker":
@@ -982,6 +987,29 @@ class RedisBroker:
         return _execute(protocol, "PUBLISH", self.key(channel), message).addCallbacks(
             lambda _: None, failed)
 
+    def execute(self, channel: str, *command: Any) -> Deferred[Any]:
+        """
+        Run one Redis command on the command connection of C{channel}'s
+        shard (for the keys of that channel).
+
+        @return: a Deferred firing with the reply; fails with
+            C{BrokerError} when the shard is unavailable.
+        """
+        shard = self.shards[shard_index(channel, len(self.shards))]
+        protocol = shard.command.protocol
+        if protocol is None:
+            return fail(shard.unavailable())
+        return _execute(protocol, *command)
+
+    def presence_store(self, clock: Any, expiry: float) -> IPresenceStore:
+        """
+        A hash per channel and a heartbeat per process
+        (L{scserver._presence.RedisPresenceStore}).
+        """
+        from .._presence import RedisPresenceStore
+
+        return RedisPresenceStore(self, clock, expiry)
+
     def stop(self) -> Deferred[None]:
         """Close every connection; the Deferred fires once they are closed."""
         self._deliver = None
@@ -1044,6 +1072,13 @@ class RedisBroker:
             return
         name = channel[len(prefix):].decode("utf-8", "surrogatepass")
         if name not in self.subscriptions:
+            return
+        extension = self.extensions.get(message[0]) if message else None
+        if extension is not None:
+            try:
+                extension(name, message)
+            except Exception:
+                _log.failure("Error delivering a message on {channel!r}", channel=name)
             return
         try:
             data = decode_envelope(message)

@@ -11,11 +11,12 @@ WebSocket layer scserver puts in front of the SocketCluster protocol:
 autobahn's framing, UTF-8 validation, fragmentation, ping/pong, the close
 handshake, permessage-deflate, with the options and the code of
 L{scserver._transport.SCServerProtocol} (its head parsing before the
-upgrade, its close handling).  So this runs a real L{scserver.SCServer}
-and listens with its own factory (the same protocol options), whose
-protocol is L{EchoProtocol}: L{scserver._transport.SCServerProtocol} with
-only C{onOpen} (no SocketCluster socket is made) and C{onMessage} (echo)
-replaced, and any request path accepted.
+upgrade, its fast lane of plain data frames in and out, its close
+handling).  So this runs a real L{scserver.SCServer} and listens with its
+own factory and protocol, unchanged; only the SocketCluster socket the
+server makes for each connection is replaced by an L{Echo}, which writes
+every message it receives back through the protocol (as a socket's
+engine writes its replies), and any request path is accepted.
 
 Usage::
 
@@ -38,17 +39,22 @@ from twisted.internet import reactor  # noqa: E402
 from twisted.internet.endpoints import TCP4ServerEndpoint  # noqa: E402
 
 from scserver import SCServer  # noqa: E402
-from scserver._transport import SCServerProtocol  # noqa: E402
 
 
-class EchoProtocol(SCServerProtocol):
-    """scserver's WebSocket protocol, echoing raw messages instead of speaking SocketCluster."""
+class Echo:
+    """
+    What the server makes instead of a SocketCluster socket: every message
+    received is written back as it came (text as text, binary as binary).
+    """
 
-    def onOpen(self):
+    def __init__(self, output):
+        self.output = output
+
+    def receive(self, payload):
+        self.output.write(payload)
+
+    def connection_lost(self, code, reason):
         pass
-
-    def onMessage(self, payload, isBinary):
-        self.sendMessage(payload, isBinary)
 
 
 def main():
@@ -59,8 +65,8 @@ def main():
     args = parser.parse_args()
     server = SCServer(reactor=reactor, max_payload=args.max_payload,
                       per_message_deflate=not args.no_deflate)
+    server.accept = lambda output, request=None, clock=None: Echo(output)
     factory = server.factory
-    factory.protocol = EchoProtocol
     factory.any_path = True
     server.startService()
 

@@ -31,7 +31,9 @@ const scenarios = Object.assign({},
   require('./scenarios/pubsub'),
   require('./scenarios/auth'),
   require('./scenarios/middleware'),
-  require('./scenarios/scale'));
+  require('./scenarios/scale'),
+  require('./scenarios/presence'),
+  require('./scenarios/history'));
 
 // Clients' console.log must never pollute our one-line stdout protocol.
 console.log = (...args) => console.error(...args);
