@@ -35,6 +35,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import Interface
 
+from ._logging import observer as log_observer
 from .errors import (
     BadConnectionError,
     InvalidMessageError,
@@ -322,7 +323,7 @@ class ProtocolEngine:
         "_armed_heard",
     )
 
-    _log = Logger()
+    _log = Logger(observer=log_observer)
 
     def __init__(self, codec, clock, owner, output, *, role=SERVER, protocol_version="auto",
                  ping_interval=8.0, ping_timeout=20.0, ping_timeout_disabled=False,

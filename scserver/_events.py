@@ -13,7 +13,9 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-_log = Logger()
+from ._logging import observer as log_observer
+
+_log = Logger(observer=log_observer)
 
 Handler = Callable[..., Any]
 """The type of an event handler: any callable (its arguments depend on the event)."""
@@ -190,7 +192,7 @@ class EventEmitter:
     handlers, nor the code that emitted the event.
     """
 
-    _log = Logger()
+    _log = Logger(observer=log_observer)
 
     def __init__(self) -> None:
         self._handlers: dict[str, list[Handler]] = {}

@@ -67,6 +67,7 @@ from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ._logging import observer as log_observer
 from .errors import BrokerError, InvalidArgumentsError, SCError
 from .exchange import Publication
 from .interfaces import ICodecEngine
@@ -106,7 +107,7 @@ POSITIONED_MESSAGE = 2
 its offset and epoch: C{b"\\x02" + offset + b":" + epoch + b":"} and then
 the Redis broker's envelope of the data."""
 
-_log = Logger()
+_log = Logger(observer=log_observer)
 
 # The largest offset a client may ask to recover from (Redis scripts read
 # numbers as doubles).

@@ -61,6 +61,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ._logging import observer as log_observer
 from ._events import failure_log_for
 from .errors import InvalidOptionsError
 from .socket import INTERNAL_CHANNEL_PREFIX
@@ -421,7 +422,7 @@ class Inspector:
     @ivar credentials: the L{Credentials} requests are checked with.
     """
 
-    _log = Logger()
+    _log = Logger(observer=log_observer)
 
     def __init__(self, server: "SCServer") -> None:
         options = server.options

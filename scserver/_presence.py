@@ -35,6 +35,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ._logging import observer as log_observer
 from ._events import failure_log_for
 from .errors import BrokerError, InvalidActionError, InvalidArgumentsError, SCError
 from .interfaces import IPresenceBroker, IPresenceStore
@@ -72,7 +73,7 @@ Record = dict[str, Any]
 C{presence_user_claim} claim of its token, or C{None}) and C{info} (what
 C{presence_info} returned)."""
 
-_log = Logger()
+_log = Logger(observer=log_observer)
 
 
 # --------------------------------------------------------------------------

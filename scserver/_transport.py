@@ -18,6 +18,23 @@ everything else (control frames, fragments, frames not whole yet, protocol
 violations, compression) goes through autobahn as before.  The wire bytes
 are the same either way.
 
+Over plain TCP (the reactor's own TCP or UNIX connection: not TLS, not
+behind C{twisted.web}, whose HTTP channel keeps the transport) those frames
+are also written through: rather than buffer them in Twisted's transport
+for a later reactor turn (a C{doWrite} and two C{epoll_ctl} calls per
+connection written to), they are sent on the socket at once when the
+transport has nothing buffered and is not closing.  What the kernel does
+not take (the rest of a partial send, all of it when the socket would
+block or the send failed) goes to C{transport.write}, behind which every
+later frame waits until Twisted has sent it: bytes are never lost nor
+reordered, a send error is Twisted's to find (the connection is then lost
+as always), and C{max_outbound_buffer} still counts what waits in Twisted's
+buffer.  While a connection of the server reads, the frames written (its
+replies, deliveries to other connections) are gathered per connection and
+sent at the end of the read, one send per connection (at most 64 KiB
+gathered per connection, and before anything autobahn writes to it): a
+burst of messages to one connection is not one system call each.
+
 L{SCClientProtocol} does the same for an L{scserver.client.SCClientSocket}:
 it tells the client socket when the WebSocket opened or closed and feeds it
 every message (C{connection_opened}, C{receive}, C{connection_closed}), and
@@ -37,11 +54,13 @@ from autobahn.twisted.websocket import (
 )
 from autobahn.websocket.types import ConnectionDeny
 from autobahn.websocket.xormasker import create_xor_masker  # type: ignore[attr-defined]
+from twisted.internet import tcp
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from ._logging import observer as log_observer
 from ._engine import IEngineOutput
 from .errors import InvalidOptionsError, ServerProtocolError
 from .middleware import MIDDLEWARE_HANDSHAKE_WS, Request
@@ -131,6 +150,38 @@ def server_frame(first, payload):
     if size < 65536:
         return _pack_short(first, 126, size) + payload
     return _pack_long(first, 127, size) + payload
+
+
+_COALESCE_LIMIT = 65536
+"""
+Bytes of frames gathered for one connection while a connection reads (the
+replies to what it read, deliveries) past which they are sent without
+waiting for the end of the read.
+"""
+
+_TWISTED_TEMP_LEN = "_tempDataLen"
+"""
+The attribute of Twisted's C{FileDescriptor} that counts the bytes written
+since its last C{doWrite} (besides C{dataBuffer}, those not sent yet); read
+with C{getattr}, a default of 1 disables write-through should it change.
+"""
+
+
+def _writes_through(transport):
+    """
+    Whether frames may be sent on C{transport}'s socket directly when its
+    buffer is empty (see L{SCServerProtocol}): only a plain TCP (or UNIX)
+    connection of the reactor's own, with no TLS and no producer but the
+    protocol's L{_Backpressure} (behind C{twisted.web}, the HTTP channel is
+    the producer: never there).
+
+    @param transport: the protocol's transport.
+    @return: C{True} or C{False}.
+    """
+    producer = getattr(transport, "producer", None)
+    return (isinstance(transport, tcp.Server) and not getattr(transport, "TLS", True)
+            and (producer is None or isinstance(producer, _Backpressure))
+            and hasattr(transport, _TWISTED_TEMP_LEN))
 
 
 def handshake_limit(value):
@@ -300,6 +351,58 @@ class _SendQueue(list):
         return self.pop(0)
 
 
+class _TimerCall:
+    """
+    One call of a L{_ReactorTimer}: a C{DelayedCall} whose C{cancel()} may
+    be called after the call ran or was cancelled, as autobahn may (txaio's
+    batched calls allow it).
+    """
+
+    __slots__ = ("call",)
+
+    def __init__(self, call):
+        self.call = call
+
+    def cancel(self):
+        """Cancel the call if it is still pending."""
+        call = self.call
+        if call.active():
+            call.cancel()
+
+
+class _ReactorTimer:
+    """
+    The timer an L{SCServerFactory} gives autobahn (its factory's
+    C{_batched_timer}) for the per-connection timers autobahn arms: the
+    opening and closing handshake timeouts (and auto-ping, when enabled).
+
+    autobahn's own is txaio's batched timer, which has two faults for a
+    server: it runs on txaio's global reactor, not the server's, and it
+    rounds every deadline I{down} to a whole second (C{int(now + delay)}),
+    so a timeout of N seconds fires after N-1 to N; and cancelling a call
+    removes it from a list of all the calls due in the same second, which
+    costs time in proportion to the connections made in that second.
+    Here every call is a plain C{callLater} on the server's reactor: to the
+    exact time, O(log n), and testable with a C{Clock}.
+
+    @ivar clock: the reactor the calls are scheduled on (the attribute
+        L{scserver.testing}'s memory network looks at).
+    """
+
+    __slots__ = ("clock",)
+
+    def __init__(self, clock):
+        self.clock = clock
+
+    def call_later(self, delay, func, *args, **kwargs):
+        """
+        Call C{func(*args, **kwargs)} in C{delay} seconds.
+
+        @return: an object with a C{cancel()} method.
+        """
+        return _TimerCall(self.clock.callLater(delay, func, *args, **kwargs))
+
+
 @implementer(IPushProducer)
 class _Backpressure:
     """
@@ -329,7 +432,7 @@ class SCServerProtocol(WebSocketServerProtocol):
     One WebSocket connection of an L{scserver.SCServer}.
     """
 
-    _log = Logger()
+    _log = Logger(observer=log_observer)
     sc_socket = None
     sc_request = None
     _stats = None
@@ -348,6 +451,11 @@ class SCServerProtocol(WebSocketServerProtocol):
     _fast_max = 0
     _direct_max = 0
     _reading = False
+    # Write-through (see _send): None until the first frame decides it;
+    # the frames gathered while reading, and their size.
+    _through = None
+    _pending = None
+    _pending_size = 0
 
     def connectionMade(self):
         """Set up the Deferred that fires when the connection is gone."""
@@ -628,10 +736,21 @@ class SCServerProtocol(WebSocketServerProtocol):
         # turn) starts a new count.
         self._turn_messages = 0
         self._reading = True
+        # What the messages read write (replies, deliveries to other
+        # connections) is gathered and sent at the end of the read, one
+        # send per connection (see _send).
+        factory = self.factory
+        batch = factory._sc_written is None
+        if batch:
+            factory._sc_written = []
         try:
             self._read_messages(limit)
         finally:
             self._reading = False
+            if batch:
+                written, factory._sc_written = factory._sc_written, None
+                for protocol in written:
+                    protocol._flush()
         if limit is not None and self._turn_messages >= limit \
                 and self.state == WebSocketServerProtocol.STATE_OPEN:
             self.transport.pauseProducing()
@@ -786,7 +905,7 @@ class SCServerProtocol(WebSocketServerProtocol):
         if self._fast and size <= self._direct_max and not self.send_queue:
             # What sendMessage would write, without its machinery: a
             # server frame is its header and the payload.
-            self.transport.write(server_frame(_BINARY_FRAME if binary else _TEXT_FRAME, payload))
+            self._send(server_frame(_BINARY_FRAME if binary else _TEXT_FRAME, payload))
         else:
             self.sendMessage(payload, binary)
 
@@ -800,9 +919,77 @@ class SCServerProtocol(WebSocketServerProtocol):
         if self._paused_bytes is not None and not self._queued(len(prepared.payloadHybi)):
             return
         if self._fast and not self.send_queue:
-            self.transport.write(prepared.payloadHybi)
+            self._send(prepared.payloadHybi)
         else:
             self.sendPreparedMessage(prepared)
+
+    def _send(self, frame):
+        """
+        Write a fast-lane C{frame}: while a connection of the factory reads
+        (this one or another), gather it with the others written to this
+        connection meanwhile (sent as one at the end of the read, or once
+        they reach C{_COALESCE_LIMIT} bytes); otherwise send it now
+        (L{_send_now}).  On a transport that does not write through (TLS,
+        C{twisted.web}, another reactor's), C{transport.write} it.
+        """
+        through = self._through
+        if through is None:
+            through = self._through = _writes_through(self.transport)
+        if not through:
+            self.transport.write(frame)
+            return
+        written = self.factory._sc_written
+        if written is not None:
+            pending = self._pending
+            if pending is None:
+                self._pending = [frame]
+                self._pending_size = len(frame)
+                written.append(self)
+            else:
+                pending.append(frame)
+                self._pending_size += len(frame)
+                if self._pending_size >= _COALESCE_LIMIT:
+                    self._flush()
+        else:
+            self._send_now(frame)
+
+    def _flush(self):
+        """Send the frames gathered while reading, joined, in order."""
+        pending, self._pending = self._pending, None
+        if pending:
+            self._send_now(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    def _send_now(self, data):
+        """
+        Write-through: send C{data} on the socket at once when the
+        transport has nothing buffered and is not closing; hand Twisted
+        what the kernel did not take (all of it when the socket would
+        block or failed: Twisted then sends it, or finds the error and
+        loses the connection, as always).
+        """
+        transport = self.transport
+        if (transport.dataBuffer or getattr(transport, _TWISTED_TEMP_LEN, 1)
+                or transport.disconnecting or not transport.connected
+                or self.state == WebSocketServerProtocol.STATE_CLOSED):
+            # Behind other bytes, closing or dropped (aborted: Twisted
+            # discards it): as before write-through.
+            transport.write(data)
+            return
+        try:
+            sent = transport.socket.send(data)
+        except OSError:
+            sent = 0
+        if sent < len(data):
+            transport.write(data[sent:] if sent else data)
+
+    def sendData(self, data, sync=False, chopsize=None):
+        """
+        Write what autobahn frames (control frames, the handshake, messages
+        off the fast lane) after the fast-lane frames gathered so far.
+        """
+        if self._pending is not None:
+            self._flush()
+        WebSocketServerProtocol.sendData(self, data, sync, chopsize)
 
     def close(self, code, reason):
         """Start the closing handshake with C{code} and C{reason}."""
@@ -828,9 +1015,15 @@ class SCServerFactory(WebSocketServerFactory):
     """
 
     protocol = SCServerProtocol
+    # The connections with frames gathered while one of the factory's
+    # connections reads, or None outside reads (see SCServerProtocol._send).
+    _sc_written = None
 
     def __init__(self, server, reactor):
         WebSocketServerFactory.__init__(self, reactor=reactor)
+        # autobahn's per-connection timers on the server's reactor, to the
+        # exact time (see _ReactorTimer).
+        self._batched_timer = _ReactorTimer(reactor)
         self.server = server
         self.any_path = False
         options = server.options
@@ -841,10 +1034,9 @@ class SCServerFactory(WebSocketServerFactory):
             maxMessagePayloadSize=options["max_payload"],
             autoPingInterval=0,
             openHandshakeTimeout=max(options["handshake_timeout"], 5),
-            # autobahn's timers truncate "now + timeout" to whole seconds,
-            # so a timeout of N fires after N-1 to N seconds; then it resets
-            # the connection, which can lose the #disconnect and the close
-            # frame.  Give the client 4-5 s to answer (ws in v14: 30 s).
+            # Past it the connection is reset, which can lose the
+            # #disconnect and the close frame: give the client 5 s to
+            # answer (ws in v14: 30 s).
             closeHandshakeTimeout=5,
             webStatus=False,
             # Close protocol violations with a close frame (1007, 1009, ...)
@@ -907,7 +1099,7 @@ class SCClientProtocol(WebSocketClientProtocol):
     L{scserver._engine.IEngineOutput}).
     """
 
-    _log = Logger()
+    _log = Logger(observer=log_observer)
     _sc_drop_call = None
     _sc_closed = False
     _sc_waiters = None

@@ -70,6 +70,7 @@ from twisted.logger import FileLogObserver, ILogObserver, LogEvent, Logger, even
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ._logging import observer as log_observer
 from ._endpoints import with_default_backlog
 
 __all__ = [
@@ -118,7 +119,7 @@ KILL_WAIT = 5.0
 
 _FAMILIES = {"INET": socket.AF_INET, "INET6": socket.AF_INET6, "UNIX": socket.AF_UNIX}
 
-_log = Logger(namespace="scserver.workers")
+_log = Logger(namespace="scserver.workers", observer=log_observer)
 
 
 def endpoint_type(description: str) -> str:

@@ -47,6 +47,7 @@ from jwt.utils import is_ssh_key
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from ._logging import observer as log_observer
 from .errors import (
     AuthTokenError,
     AuthTokenExpiredError,
@@ -118,7 +119,7 @@ _COMPACT_JWS = re.compile(r"\A[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\Z")
 
 _EPOCH = datetime.datetime(1970, 1, 1)
 
-_log = Logger()
+_log = Logger(observer=log_observer)
 
 
 def _is_number(value: object) -> "TypeGuard[float]":
@@ -275,7 +276,7 @@ class JWTAuthEngine:
         rejected before any decoding.
     """
 
-    log = Logger()
+    log = Logger(observer=log_observer)
 
     def __init__(
         self, now: Optional[Callable[[], float]] = None, max_token_length: int = MAX_TOKEN_LENGTH

@@ -52,6 +52,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ._logging import observer as log_observer
 from . import _engine
 from ._events import CallId, EventEmitter, Responder, call_handlers
 from ._transport import SCClientFactory
@@ -73,7 +74,7 @@ if TYPE_CHECKING:
 
 __all__ = ["connect", "SCClientSocket", "SCClientChannel", "decode_auth_token"]
 
-_log = Logger()
+_log = Logger(observer=log_observer)
 
 _RECONNECT_DEFAULTS = {
     "initial_delay": 10.0,
@@ -341,7 +342,7 @@ class SCClientSocket(EventEmitter):
     AUTHENTICATED = "authenticated"
     UNAUTHENTICATED = "unauthenticated"
 
-    _log = Logger()
+    _log = Logger(observer=log_observer)
 
     def __init__(self, url: str, reactor: Any = None, auth_token: Optional[str] = None,
                  protocol_version: int = 2, codec_engine: Optional[ICodecEngine] = None,

@@ -15,12 +15,14 @@ receive it.
 
 from __future__ import annotations
 
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
 
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ._logging import observer as log_observer
 from ._events import EventEmitter
 from .errors import InvalidActionError, InvalidArgumentsError
 from .interfaces import IBroker, ICodecEngine
@@ -45,6 +47,10 @@ _WatcherT = TypeVar("_WatcherT", bound=Watcher)
 _HandlerT = TypeVar("_HandlerT", bound=Callable[..., Any])
 
 _PRESENCE_EVENTS = ("join", "leave")
+
+
+def _identity(value: Any) -> Any:
+    return value
 
 
 class Publication:
@@ -94,16 +100,19 @@ class Publication:
         if codec is self._last_codec:
             return self._last_frame
         key = id(codec)
-        try:
-            prepared = self._frames[key]
-        except KeyError:
+        # The first codec (a publication with one recipient, or every
+        # recipient on one codec) needs no look-up.
+        frames = self._frames
+        if self._last_codec is not None and key in frames:
+            prepared = frames[key]
+        else:
             packet = {"event": "#publish", "data": {"channel": self.channel, "data": self.data}}
             try:
                 prepared = self._prepare(codec.encode(packet))
             except Exception as e:
                 prepared = None
                 self._warn(e)
-            self._frames[key] = prepared
+            frames[key] = prepared
         self._last_codec = codec
         self._last_frame = prepared
         return prepared
@@ -123,7 +132,7 @@ class SCChannel(EventEmitter):
     SUBSCRIBED = "subscribed"
     UNSUBSCRIBED = "unsubscribed"
 
-    _log = Logger()
+    _log = Logger(observer=log_observer)
 
     def __init__(self, name: str, exchange: "Exchange") -> None:
         EventEmitter.__init__(self)
@@ -255,7 +264,7 @@ class Exchange(EventEmitter):
         configured with L{configure_channel}.
     """
 
-    _log = Logger()
+    _log = Logger(observer=log_observer)
 
     def __init__(self, broker: IBroker, prepare: Prepare, warn: Callable[[Any], object],
                  per_recipient: Callable[[], bool] = lambda: False, clock: Any = None) -> None:
@@ -298,6 +307,43 @@ class Exchange(EventEmitter):
             if spec is not None:
                 return self.history_store.publish(channel, data, spec)
         return maybeDeferred(self.broker.publish, channel, data)
+
+    def publish_now(self, channel: str, data: Any) -> Optional[Deferred[Any]]:
+        """
+        Publish C{data} on C{channel} as L{publish} does, without a
+        Deferred when the broker accepted the publication at once.
+
+        The in-process broker delivers inside its C{publish} and returns an
+        already fired Deferred: a client's C{#publish} then costs no
+        Deferred machinery of its own (the socket answers synchronously).
+
+        @return: C{None} when the broker accepted the publication
+            synchronously (it returned a Deferred that already succeeded,
+            or a value that is neither a Deferred nor a C{Failure});
+            otherwise a Deferred as from L{publish}: pending, or failed (an
+            invalid channel, a broker that raised or failed).  A channel
+            with history always gets the history store's Deferred.
+        """
+        if type(channel) is not str or (
+                self.history_store.specs and self.history_store.spec(channel) is not None):
+            return self.publish(channel, data)
+        try:
+            result = self.broker.publish(channel, data)
+        except BaseException:
+            return fail()
+        if isinstance(result, Deferred):
+            # A Deferred fired with a Failure, paused, or waiting on a
+            # chained Deferred, takes the slow path (whose errback handles
+            # a failure).
+            if result.called and not result.paused and not isinstance(
+                    result.result, (Failure, Deferred)):
+                return None
+            return result
+        if isinstance(result, (Failure, CoroutineType)):
+            # What maybeDeferred makes of them: a failed Deferred, or the
+            # coroutine's.
+            return maybeDeferred(_identity, result)
+        return None
 
     def configure_channel(self, pattern: str, history_size: int,
                           history_ttl: Optional[float] = None) -> None:

@@ -25,6 +25,7 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ._logging import observer as log_observer
 from ._events import failure_log_for
 from .errors import (
     InvalidActionError,
@@ -34,7 +35,7 @@ from .errors import (
     server_error,
 )
 
-_log = Logger()
+_log = Logger(observer=log_observer)
 
 __all__ = [
     "MIDDLEWARE_HANDSHAKE_WS",

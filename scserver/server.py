@@ -14,6 +14,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 from twisted.python.failure import Failure
 
+from ._logging import observer as log_observer
 from ._events import EventEmitter
 from .errors import InvalidActionError, InvalidArgumentsError
 from .exchange import Exchange
@@ -167,7 +168,7 @@ class SCServer(EventEmitter, Service):
     MIDDLEWARE_EMIT = MIDDLEWARE_EMIT
     MIDDLEWARE_PRESENCE = MIDDLEWARE_PRESENCE
 
-    _log = Logger()
+    _log = Logger(observer=log_observer)
 
     def __init__(self, reactor: Any = None, **options: Any) -> None:
         EventEmitter.__init__(self)

@@ -29,6 +29,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
+from ._logging import observer as log_observer
 from . import _engine
 from ._engine import IEngineOutput, IEngineOwner
 from ._metrics import LATENCY_SAMPLE_MASK
@@ -173,7 +174,7 @@ class SCServerSocket(EventEmitter):
     AUTHENTICATED = "authenticated"
     UNAUTHENTICATED = "unauthenticated"
 
-    _log = Logger()
+    _log = Logger(observer=log_observer)
 
     # The protocol events and the names of their handlers, called with
     # (data, cid, expired): names, not bound methods, so that a socket
@@ -949,40 +950,64 @@ class SCServerSocket(EventEmitter):
             self._engine.respond(cid, InvalidActionError(
                 "Cannot publish to a channel before the handshake has completed"))
             return
-        channel = data.get("channel") if type(data) is dict else None
+        # A str once checked below.
+        channel: Any = data.get("channel") if type(data) is dict else None
         error = self._channel_name_error(channel, "Publish")
         if error is not None:
             self._engine.respond(cid, error)
             return
+        middleware = server.middleware
+        if not middleware.has(MIDDLEWARE_PUBLISH_IN):
+            # No middleware: no request to show it, and the channel checked
+            # above is the one published to.
+            self._publish_checked(channel, data.get("data"), None, cid)
+            return
         req = Request(MIDDLEWARE_PUBLISH_IN, socket=self, channel=channel, data=data.get("data"),
                       ack_data=None, auth_token_expired_error=expired)
-        blocked = server.middleware.run(MIDDLEWARE_PUBLISH_IN, req)
-        if blocked is None:
-            self._publish(req, cid)
-        else:
-            blocked.addCallback(
-                lambda b: self._engine.respond(cid, b.error, req.ack_data) if b is not None
-                else self._publish(req, cid))
-            blocked.addErrback(self._failed, "publishIn middleware", cid)
+        # run() returns a Deferred (not None) when has() is true.
+        blocked = middleware.run(MIDDLEWARE_PUBLISH_IN, req)
+        blocked.addCallback(  # type: ignore[union-attr]
+            lambda b: self._engine.respond(cid, b.error, req.ack_data) if b is not None
+            else self._publish(req, cid))
+        blocked.addErrback(self._failed, "publishIn middleware", cid)  # type: ignore[union-attr]
 
     def _publish(self, req: Request, cid: Optional[CallId]) -> None:
+        # After publishIn middleware, which may have changed the channel.
         error = self._channel_name_error(req.channel, "Publish")
         if error is not None:
             self._engine.respond(cid, error, req.ack_data)
             return
-        d = self.exchange.publish(req.channel, req.data)
+        self._publish_checked(req.channel, req.data, req, cid)
 
-        def published(_: object) -> None:
-            self._stats.publishes += 1
-            self._engine.respond(cid, None, req.ack_data)
-            if self._handlers.get("#publish"):
-                self._emit("#publish", {"channel": req.channel, "data": req.data})
+    def _publish_checked(self, channel: str, data: Any, req: Optional[Request],
+                         cid: Optional[CallId]) -> None:
+        # req: the publishIn middleware's request (its ack_data and data
+        # are read when the ack goes), or None without middleware.
+        # The in-process broker delivers inside publish_now and answers at
+        # once (None): the ack goes out synchronously, after the delivery,
+        # with no Deferred; an asynchronous broker's Deferred is waited on.
+        d = self.exchange.publish_now(channel, data)
+        if d is None:
+            self._published(None, channel, data, req, cid)
+            return
 
         def failed(failure: Failure) -> None:
             self._stats.broker_errors += 1
-            self._engine.respond(cid, BrokerError(failure.getErrorMessage()), req.ack_data)
+            self._engine.respond(cid, BrokerError(failure.getErrorMessage()),
+                                 req.ack_data if req is not None else None)
 
-        d.addCallbacks(published, failed)
+        d.addCallbacks(self._published, failed, callbackArgs=(channel, data, req, cid))
+
+    def _published(self, _: object, channel: str, data: Any, req: Optional[Request],
+                   cid: Optional[CallId]) -> None:
+        self._stats.publishes += 1
+        if req is None:
+            self._engine.respond(cid)
+        else:
+            self._engine.respond(cid, None, req.ack_data)
+            data = req.data
+        if self._handlers.get("#publish"):
+            self._emit("#publish", {"channel": channel, "data": data})
 
     # -- closing ---------------------------------------------------------
 

@@ -67,11 +67,12 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ReactorNotRunning
 from twisted.internet.endpoints import UNIXServerEndpoint, serverFromString
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
-from twisted.logger import Logger
+from twisted.logger import InvalidLogLevelError, Logger, LogLevel
 from twisted.python import usage
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ._logging import observer as log_observer, set_log_level
 from ._endpoints import with_default_backlog
 from . import _workers
 from . import options as _options
@@ -117,6 +118,12 @@ Seconds the broker gets to become ready, when C{--startup-timeout} is not
 given.
 """
 
+DEFAULT_LOG_LEVEL = "info"
+"""
+The C{--log-level} when not given: scserver's debug events (one as a
+socket connects, one as it disconnects) are not written.
+"""
+
 AUTH_KEY_ENV = "SCSERVER_AUTH_KEY"
 """
 The environment variable read as C{--auth-key} when none of C{--auth-key},
@@ -146,7 +153,7 @@ STARTUP_FAILURE_STATUS = 1
 USAGE_ERROR_STATUS = 1
 """The exit status of twistd after a usage error (a bad option)."""
 
-_log = Logger()
+_log = Logger(observer=log_observer)
 
 
 def _help(option: Option) -> str:
@@ -263,6 +270,20 @@ def _positive(text: str, flag: str, kind: Callable[[str], Any]) -> Any:
     return value
 
 
+def _log_level(text: str) -> LogLevel:
+    """
+    Parse the value of C{--log-level}.
+
+    @raise usage.UsageError: for a name that is not a log level.
+    """
+    try:
+        level: LogLevel = LogLevel.levelWithName(str(text).strip().lower())
+    except InvalidLogLevelError:
+        raise usage.UsageError(
+            "--log-level {}: expected debug, info, warn, error or critical".format(text))
+    return level
+
+
 def _startup_timeout(text: Optional[str]) -> Optional[float]:
     """
     Parse the value of C{--startup-timeout}.
@@ -334,6 +355,9 @@ class Options(usage.Options):
         ["startup-timeout", None, None,
          "seconds the broker gets to become ready; past them the process exits with"
          " status 1 (0: wait forever) [default: {:g}]".format(DEFAULT_STARTUP_TIMEOUT)],
+        ["log-level", None, DEFAULT_LOG_LEVEL,
+         "scserver's log events below this level are dropped before they are written:"
+         " debug (every connect and disconnect), info, warn, error or critical"],
     ] + [[option.flag, None, None, _help(option)] for option in OPTIONS]
 
     def __init__(self) -> None:
@@ -382,6 +406,7 @@ class Options(usage.Options):
         self["workers"] = _positive(self["workers"], "workers", int)
         self["shutdown-timeout"] = _positive(self["shutdown-timeout"], "shutdown-timeout", float)
         self["startup_timeout"] = _startup_timeout(self["startup-timeout"])
+        self["log_level"] = _log_level(self["log-level"])
         if (self["auth-key"] is None and self["auth-private-key"] is None
                 and self["auth-public-key"] is None and os.environ.get(AUTH_KEY_ENV)):
             self["auth-key"] = "env:" + AUTH_KEY_ENV
@@ -962,7 +987,7 @@ def build_service(
 def worker_arguments(config: usage.Options) -> list[str]:
     """
     The C{twistd scserver} arguments of a worker: every C{--listen}, the
-    C{--app}, C{--startup-timeout} if given, and every server option that
+    C{--app}, C{--startup-timeout} if given, C{--log-level}, and every server option that
     was given, as given, except a token key given as C{@path} or
     C{env:NAME} (or read from L{AUTH_KEY_ENV}): that one is passed as
     C{env:SCSERVER_...}, the value being in L{worker_environment}, so that
@@ -979,6 +1004,8 @@ def worker_arguments(config: usage.Options) -> list[str]:
         arguments += ["--app", config["app"]]
     if config.get("startup-timeout") is not None:
         arguments += ["--startup-timeout", config["startup-timeout"]]
+    if config.get("log-level") is not None:
+        arguments += ["--log-level", config["log-level"]]
     indirect = worker_environment(config)
     for option in OPTIONS:
         if config[option.flag] is not None:
@@ -1077,6 +1104,7 @@ def makeService(config: usage.Options) -> MultiService:
     from twisted.internet import reactor
 
     _quiet_excepthook()
+    set_log_level(config.get("log_level", LogLevel.levelWithName(DEFAULT_LOG_LEVEL)))
     startup = _Startup(reactor, _exit_at_end)
     if config.get("inherited") is None:
         _warn_short_key(config)

@@ -584,7 +584,13 @@ def _txaio_loop(clock):
 
 
 def _use_clock(factory, clock):
-    """Make the autobahn C{factory} schedule its timers on C{clock}."""
+    """
+    Make the autobahn C{factory} schedule its timers on C{clock}, unless
+    they are on it already (an L{scserver.SCServer}'s factory on the
+    server's reactor, to the exact time).
+    """
+    if getattr(getattr(factory, "_batched_timer", None), "clock", None) is clock:
+        return
     factory._batched_timer = _ClockTimer(clock)
 
 

@@ -11,12 +11,14 @@ from twisted.application.service import IServiceMaker, MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory
 from twisted.internet.testing import MemoryReactor
+from twisted.logger import Logger, LogLevel, globalLogPublisher
 from twisted.plugin import getPlugins
 from twisted.python import usage
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from scserver import _workers, tap
+from scserver._logging import log_level, set_log_level
 from scserver.options import OPTIONS
 
 from tests._helpers import running
@@ -678,8 +680,80 @@ class MakeServiceTests(SynchronousTestCase):
         """
         from scserver.server import SCServer
 
+        self.addCleanup(set_log_level, log_level())
         service = tap.makeService(parse("--listen", "tcp:0"))
         self.assertIsInstance(service.getServiceNamed("scserver"), SCServer)
+
+
+class LogLevelTests(SynchronousTestCase):
+    """
+    C{--log-level}: scserver's events below it are dropped before any
+    observer sees them (C{info} by default under twistd); embedded, none
+    are dropped.
+    """
+
+    def setUp(self):
+        self.addCleanup(set_log_level, log_level())
+        self.events = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def emitted(self):
+        """Emit one debug and one warning event from an scserver logger."""
+        from scserver._logging import observer
+
+        del self.events[:]
+        log = Logger(namespace="scserver.socket.SCServerSocket", observer=observer)
+        log.debug("a debug event")
+        log.warn("a warning")
+        return [event["log_format"] for event in self.events
+                if event.get("log_namespace", "").startswith("scserver.")]
+
+    def test_embeddedKeepsAll(self):
+        set_log_level(LogLevel.debug)
+        self.assertEqual(self.emitted(), ["a debug event", "a warning"])
+
+    def test_default(self):
+        config = parse()
+        self.assertEqual(config["log_level"], LogLevel.info)
+        tap.makeService(config)
+        self.assertEqual(log_level(), LogLevel.info)
+        self.assertEqual(self.emitted(), ["a warning"])
+
+    def test_flag(self):
+        tap.makeService(parse("--log-level", "ERROR"))
+        self.assertEqual(self.emitted(), [])
+        tap.makeService(parse("--log-level", "debug"))
+        self.assertEqual(self.emitted(), ["a debug event", "a warning"])
+        self.assertRaises(usage.UsageError, parse, "--log-level", "loud")
+
+    def test_workers(self):
+        """The workers get the parent's --log-level."""
+        config = parse("--workers", "2", "--log-level", "warn", *WorkersOptionTests.SHARED)
+        arguments = tap.worker_arguments(config)
+        index = arguments.index("--log-level")
+        self.assertEqual(arguments[index + 1], "warn")
+
+    def test_everyLoggerFiltered(self):
+        """Every module of scserver logs through the filtered observer."""
+        import pkgutil
+        import importlib
+
+        import scserver
+        from scserver._logging import observer
+
+        names = [info.name for info in pkgutil.walk_packages(scserver.__path__, "scserver.")]
+        loggers = []
+        for name in names:
+            module = importlib.import_module(name)
+            for value in list(vars(module).values()) + [
+                    attribute for cls in vars(module).values() if isinstance(cls, type)
+                    for attribute in vars(cls).values()]:
+                if isinstance(value, Logger):
+                    loggers.append((name, value))
+        self.assertGreater(len(loggers), 10)
+        for name, logger in loggers:
+            self.assertIs(logger.observer, observer, name)
 
 
 class PluginTests(SynchronousTestCase):
@@ -825,11 +899,12 @@ class WorkersOptionTests(SynchronousTestCase):
                        "--shutdown-timeout", "4", *self.SHARED)
         self.assertEqual(tap.worker_arguments(config), [
             "--listen", "tcp:8001", "--listen", "tcp6:8002",
-            "--app", "tests.test_tap:recordingSetup",
+            "--app", "tests.test_tap:recordingSetup", "--log-level", "info",
             "--ping-interval", "3", "--auth-key", "k",
             "--broker", "tests.test_tap:FakeBroker",
         ])
-        self.assertEqual(tap.worker_arguments(parse()), ["--listen", "tcp:8000"])
+        self.assertEqual(tap.worker_arguments(parse()),
+                         ["--listen", "tcp:8000", "--log-level", "info"])
 
     def test_buildPool(self):
         """
@@ -861,6 +936,7 @@ class WorkersOptionTests(SynchronousTestCase):
         """
         from twisted.internet import reactor
 
+        self.addCleanup(set_log_level, log_level())
         pool = tap.makeService(parse("--workers", "2", *self.SHARED)).getServiceNamed("workers")
         self.assertIsInstance(pool, _workers.WorkerPool)
         self.assertEqual(pool.twistd_arguments[:1], ["--reactor"])

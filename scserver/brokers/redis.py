@@ -110,6 +110,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from .._logging import observer as log_observer
 from ..errors import BrokerError
 from ..interfaces import IAttachableBroker, IPresenceBroker, IPresenceStore
 
@@ -146,7 +147,7 @@ _VERSION_BYTE = bytes([ENVELOPE_VERSION])
 
 _SCHEMES = ("redis", "rediss", "unix")
 
-_log = Logger()
+_log = Logger(observer=log_observer)
 
 
 # --------------------------------------------------------------------------
