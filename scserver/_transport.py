@@ -448,6 +448,7 @@ class SCServerProtocol(WebSocketServerProtocol):
     # open without permessage-deflate; the largest inbound payload it reads,
     # the largest outbound one it frames itself; set while reading.
     _fast = False
+    _closing_received = 0
     _fast_max = 0
     _direct_max = 0
     _reading = False
@@ -717,16 +718,20 @@ class SCServerProtocol(WebSocketServerProtocol):
             # self.data for the loop under way.
             return
         limit = self._turn_limit
-        if self.state == WebSocketServerProtocol.STATE_CLOSING and limit is not None \
-                and len(self.data) > _CLOSING_BACKLOG:
-            # The server closed (a flooder cut off, say) and the peer keeps
-            # sending: its close reply is behind all that.  Stop reading,
-            # let the close frame go out, and end the connection, rather
-            # than parse what it sent.
-            self.data = b""
-            self.transport.pauseProducing()
-            self.transport.loseConnection()
-            return
+        if self.state == WebSocketServerProtocol.STATE_CLOSING and self.closedByMe:
+            # The server sent its close frame: what the peer sends before
+            # its close reply is discarded (RFC 6455, 5.5.1), so its data
+            # frames are skipped unread rather than unmasked and parsed.
+            self._closing_received += self._skip_data_frames()
+            if limit is not None and \
+                    self._closing_received + len(self.data) > _CLOSING_BACKLOG:
+                # A flooder cut off, say, that keeps sending: its close
+                # reply is behind all that.  Stop reading, let the close
+                # frame go out, and end the connection.
+                self.data = b""
+                self.transport.pauseProducing()
+                self.transport.loseConnection()
+                return
         if self.state != WebSocketServerProtocol.STATE_OPEN:
             WebSocketServerProtocol.consumeData(self)
             return
@@ -757,6 +762,45 @@ class SCServerProtocol(WebSocketServerProtocol):
             self._turn_call = self.factory.reactor.callLater(0, self._next_turn)
         elif self.state == WebSocketServerProtocol.STATE_CLOSING:
             self.consumeData()  # closed meanwhile: bounded as above
+
+    def _skip_data_frames(self):
+        """
+        Drop the whole data frames (text, binary, continuation; masked,
+        without extension bits) at the head of the buffer, without
+        unmasking them; stop at anything else (a control frame, a frame not
+        whole yet, a violation), which autobahn then handles.
+
+        @return: the number of bytes dropped.
+        """
+        if self.current_frame is not None:
+            return 0
+        data = self.data
+        size = len(data)
+        offset = 0
+        while size - offset >= 2:
+            first = data[offset]
+            second = data[offset + 1]
+            if first & 0x70 or (first & 0x0F) > 2 or second < 0x80:
+                break
+            length = second & 0x7F
+            header = 2
+            if length == 126:
+                if size - offset < 4:
+                    break
+                length = (data[offset + 2] << 8) | data[offset + 3]
+                header = 4
+            elif length == 127:
+                if size - offset < 10:
+                    break
+                length = int.from_bytes(data[offset + 2:offset + 10], "big")
+                header = 10
+            stop = offset + header + 4 + length
+            if stop > size:
+                break
+            offset = stop
+        if offset:
+            self.data = data[offset:]
+        return offset
 
     def _read_messages(self, limit):
         """

@@ -494,6 +494,14 @@ def _frame(text):
     return bytes([0x81, 0x80 | len(payload)]) + b"\0\0\0\0" + payload
 
 
+def _close_frame(code):
+    """A masked client close frame with C{code}."""
+    payload = code.to_bytes(2, "big")
+    mask = b"\x01\x02\x03\x04"
+    return bytes([0x88, 0x80 | len(payload)]) + mask + bytes(
+        b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
 class FairnessTests(SynchronousTestCase):
     """
     A connection handles at most C{max_messages_per_turn} messages in one
@@ -578,6 +586,54 @@ class FairnessTests(SynchronousTestCase):
         self.network.flush()
         self.assertTrue(flood.closed)
         self.assertLess(len([h for h in handled if h[0] == "flood"]), 100)
+
+    def test_closedFlooderInSmallReads(self):
+        """
+        The same when the flood arrives after the close in reads of 16 KiB:
+        the frames are skipped without being parsed (autobahn never sees
+        them as messages), and the connection ends once 64 KiB came after
+        the close.
+        """
+        self.server = make_server(max_messages_per_turn=100)
+        self.network = MemoryNetwork(self.server)
+        handled = []
+        flood = self.open(handled, "flood")
+        protocol = flood.server_protocol
+        flood.server_protocol.sc_socket.disconnect(4100, "Inbound rate limit exceeded")
+        self.network.flush()
+        parsed = []
+        self.patch(protocol, "onMessageBegin", lambda *args: parsed.append(args))
+        chunk = b"".join(_frame('{"event":"x","data":%d}' % i) for i in range(500))[:16384]
+        for n in range(3):
+            flood.client_protocol.transport.write(chunk)
+            self.network.flush()
+            self.assertFalse(flood.closed, n)
+        self.assertEqual(parsed, [])
+        self.assertLess(len(protocol.data), 100)
+        flood.client_protocol.transport.write(chunk * 2)
+        self.network.flush()
+        self.network.advance(0)
+        self.network.flush()
+        self.assertTrue(flood.closed)
+        self.assertEqual(parsed, [])
+
+    def test_closeReplyAfterSkippedFrames(self):
+        """Behind skipped data frames, the peer's close reply completes the close."""
+        self.server = make_server(max_messages_per_turn=100)
+        self.network = MemoryNetwork(self.server)
+        handled = []
+        flood = self.open(handled, "flood")
+        flood.server_protocol.sc_socket.disconnect(4000, "bye")
+        self.network.flush()
+        flood.client_protocol.transport.write(
+            b"".join(_frame('{"event":"x","data":%d}' % i) for i in range(50))
+            + _close_frame(4000))
+        self.network.flush()
+        self.network.advance(0)
+        self.network.flush()
+        self.assertTrue(flood.closed)
+        self.assertTrue(flood.server_protocol.wasClean)
+        self.assertEqual([h for h in handled if h[0] == "flood"], [])
 
     def test_closedWhileYielding(self):
         """
