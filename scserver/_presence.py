@@ -38,6 +38,7 @@ from zope.interface import implementer
 from ._logging import observer as log_observer
 from ._events import failure_log_for
 from .errors import BrokerError, InvalidActionError, InvalidArgumentsError, SCError
+from .brokers.redis import execute_command
 from .interfaces import IPresenceBroker, IPresenceStore
 from .socket import INTERNAL_CHANNEL_PREFIX
 
@@ -570,14 +571,6 @@ class MemoryPresenceStore:
         return succeed(None)
 
 
-def _execute(protocol: Any, *args: Any) -> Deferred[Any]:
-    try:
-        d: Deferred[Any] = protocol.execute_command(*args)
-    except Exception as e:
-        return fail(e)
-    return d
-
-
 @implementer(IPresenceStore)
 class RedisPresenceStore:
     """
@@ -680,10 +673,10 @@ class RedisPresenceStore:
         if index in self._dirty:
             # The heartbeat first (on the same connection): a reader never
             # sees this member without it, and never takes it for dead.
-            _execute(protocol, "SET", self.heartbeat_key(self.process_id), b"1", "PX",
+            execute_command(protocol, "SET", self.heartbeat_key(self.process_id), b"1", "PX",
                      self._ms(self.expiry)).addErrback(lambda f: None)
-        d = _execute(protocol, "HSET", key, member.encode("utf-8", "surrogatepass"), value)
-        _execute(protocol, "PEXPIRE", key, self._ms(2 * self.expiry)).addErrback(
+        d = execute_command(protocol, "HSET", key, member.encode("utf-8", "surrogatepass"), value)
+        execute_command(protocol, "PEXPIRE", key, self._ms(2 * self.expiry)).addErrback(
             lambda f: None)
 
         def failed(failure: Failure) -> Failure:
@@ -698,7 +691,7 @@ class RedisPresenceStore:
         if protocol is None:
             # Written again without it when the shard is back.
             return succeed(None)
-        return _execute(protocol, "HDEL", self.hash_key(channel),
+        return execute_command(protocol, "HDEL", self.hash_key(channel),
                         member.encode("utf-8", "surrogatepass")).addCallback(lambda _: None)
 
     def members(self, channel: str) -> Deferred[dict[str, Record]]:
@@ -731,7 +724,7 @@ class RedisPresenceStore:
             others = sorted({p for p, _ in records.values() if p != self.process_id})
             if not others:
                 return succeed({m: r for m, (_, r) in records.items()})
-            d = _execute(protocol, "MGET", *[self.heartbeat_key(p) for p in others])
+            d = execute_command(protocol, "MGET", *[self.heartbeat_key(p) for p in others])
             return d.addCallback(alive, records, others)
 
         def alive(reply: Any, records: dict[str, tuple[str, Record]],
@@ -744,7 +737,7 @@ class RedisPresenceStore:
                 return succeed(live)
             waits = []
             for member, record in gone:
-                d = _execute(protocol, "HDEL", key, member.encode("utf-8", "surrogatepass"))
+                d = execute_command(protocol, "HDEL", key, member.encode("utf-8", "surrogatepass"))
                 d.addCallback(removed, member, record)
                 waits.append(d)
             return DeferredList(waits, consumeErrors=True).addCallback(lambda _: live)
@@ -756,7 +749,7 @@ class RedisPresenceStore:
                 except Exception:
                     _log.failure("Presence: reporting a gone member failed")
 
-        return _execute(protocol, "HGETALL", key).addCallback(parse)
+        return execute_command(protocol, "HGETALL", key).addCallback(parse)
 
     def stop(self) -> Deferred[None]:
         """Stop the heartbeats and remove this process's heartbeat keys."""
@@ -767,7 +760,7 @@ class RedisPresenceStore:
         for index in range(len(self.broker.shards)):
             protocol = self._protocol(index)
             if protocol is not None:
-                waits.append(_execute(protocol, "DEL", self.heartbeat_key(self.process_id)))
+                waits.append(execute_command(protocol, "DEL", self.heartbeat_key(self.process_id)))
         return DeferredList(waits, consumeErrors=True).addCallback(lambda _: None)
 
     # -- heartbeats ------------------------------------------------------------
@@ -814,12 +807,12 @@ class RedisPresenceStore:
 
         def touch() -> Deferred[Any]:
             hash_ms = self._ms(2 * self.expiry)
-            return DeferredList([_execute(protocol, "PEXPIRE", self.hash_key(c), hash_ms)
+            return DeferredList([execute_command(protocol, "PEXPIRE", self.hash_key(c), hash_ms)
                                  for c in channels], consumeErrors=True)
 
         def register() -> Deferred[Any]:
             self._dirty.discard(index)
-            waits = [_execute(protocol, "SET", beat, b"1", "PX", ms)]
+            waits = [execute_command(protocol, "SET", beat, b"1", "PX", ms)]
             for channel in channels:
                 for member, record in list(local.get(channel, {}).items()):
                     waits.append(self.add(channel, member, record))
@@ -828,5 +821,5 @@ class RedisPresenceStore:
         def failed(failure: Failure) -> None:
             self._dirty.add(index)
 
-        return _execute(protocol, "PEXPIRE", beat, ms).addCallback(refreshed).addErrback(
+        return execute_command(protocol, "PEXPIRE", beat, ms).addCallback(refreshed).addErrback(
             failed)

@@ -116,6 +116,7 @@ from ..interfaces import IAttachableBroker, IPresenceBroker, IPresenceStore
 
 __all__ = [
     "RedisBroker",
+    "execute_command",
     "RedisAddress",
     "parse_url",
     "client_available",
@@ -490,8 +491,11 @@ def _protocol_class(subscriber: bool) -> Any:
     return RedisConnection
 
 
-def _execute(protocol: Any, *args: Any) -> Deferred[Any]:
-    """Send one command; a connection that is not usable fails the Deferred."""
+def execute_command(protocol: Any, *args: Any) -> Deferred[Any]:
+    """
+    Send one command on a txredisapi C{protocol}; a connection that is not
+    usable fails the Deferred rather than raising.
+    """
     try:
         d: Deferred[Any] = protocol.execute_command(*args)
     except Exception as e:
@@ -578,7 +582,7 @@ class _Link:
             commands.append(("SELECT", address.db))
         # Pipelined: every command is written at once, and the replies come
         # in order.
-        waits = [_execute(protocol, *command) for command in commands]
+        waits = [execute_command(protocol, *command) for command in commands]
         d = DeferredList(waits, fireOnOneErrback=True, consumeErrors=True)
 
         def done(_: object) -> tuple[Any, list[str]]:
@@ -605,10 +609,10 @@ class _Link:
             # Channels left, or asked for, while the subscriptions were
             # being restored.
             for channel in set(channels) - self.shard.channels:
-                _execute(protocol, "UNSUBSCRIBE", self.broker.key(channel)).addErrback(
+                execute_command(protocol, "UNSUBSCRIBE", self.broker.key(channel)).addErrback(
                     lambda f: None)
             for channel in self.shard.channels - set(channels):
-                _execute(protocol, "SUBSCRIBE", self.broker.key(channel)).addErrback(
+                execute_command(protocol, "SUBSCRIBE", self.broker.key(channel)).addErrback(
                     lambda f: None)
         self.shard.link_up(self, len(channels))
 
@@ -947,7 +951,7 @@ class RedisBroker:
             raise BrokerError("Subscribing to {!r} on {} failed: {}".format(
                 channel, shard, _reason(failure)))
 
-        return _execute(protocol, "SUBSCRIBE", self.key(channel)).addCallbacks(
+        return execute_command(protocol, "SUBSCRIBE", self.key(channel)).addCallbacks(
             lambda _: None, failed)
 
     def unsubscribe(self, channel: str) -> Deferred[None]:
@@ -959,7 +963,7 @@ class RedisBroker:
         if protocol is None:
             return succeed(None)
         # A lost connection takes its subscriptions with it: nothing fails.
-        return _execute(protocol, "UNSUBSCRIBE", self.key(channel)).addBoth(lambda _: None)
+        return execute_command(protocol, "UNSUBSCRIBE", self.key(channel)).addBoth(lambda _: None)
 
     def publish(self, channel: str, data: Any) -> Deferred[None]:
         """
@@ -985,7 +989,7 @@ class RedisBroker:
             raise BrokerError("Publishing on {!r} through {} failed: {}".format(
                 channel, shard, _reason(failure)))
 
-        return _execute(protocol, "PUBLISH", self.key(channel), message).addCallbacks(
+        return execute_command(protocol, "PUBLISH", self.key(channel), message).addCallbacks(
             lambda _: None, failed)
 
     def execute(self, channel: str, *command: Any) -> Deferred[Any]:
@@ -1000,7 +1004,7 @@ class RedisBroker:
         protocol = shard.command.protocol
         if protocol is None:
             return fail(shard.unavailable())
-        return _execute(protocol, *command)
+        return execute_command(protocol, *command)
 
     def presence_store(self, clock: Any, expiry: float) -> IPresenceStore:
         """
