@@ -142,8 +142,8 @@ class ScaleOutTests(TwistdProcessMixin, unittest.TestCase):
         from scserver.codec import MinBinCodec
 
         redis = yield self.redis()
-        _a, _, url_a = yield self.server(redis, "--codec-engine", "min-bin")
-        _b, _, url_b = yield self.server(redis, "--codec-engine", "min-bin")
+        a, _, url_a = yield self.server(redis, "--codec-engine", "min-bin", "--log-level", "debug")
+        b, _, url_b = yield self.server(redis, "--codec-engine", "min-bin", "--log-level", "debug")
         clients = []
         for url in (url_a, url_b):
             client = yield connect(url, reactor=reactor, codec_engine=MinBinCodec(),
@@ -156,5 +156,10 @@ class ScaleOutTests(TwistdProcessMixin, unittest.TestCase):
         yield channel.when_subscribed()
         payload = {"blob": bytes(range(256)), "nested": [b"\x00\xff", {"n": -(2 ** 40)}]}
         yield clients[0].publish("binary", payload)
-        received = yield got.addTimeout(10, reactor)
+        try:
+            received = yield got.addTimeout(10, reactor)
+        except defer.TimeoutError:
+            # What both processes logged, to tell where the publication stopped.
+            self.fail("not delivered within 10 s\n--- A:\n{}\n--- B:\n{}".format(
+                a.text[-4000:], b.text[-4000:]))
         self.assertEqual(received, payload)
