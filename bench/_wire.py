@@ -4,9 +4,11 @@ an in-memory transport, driven with masked client frames as a browser would
 send them.
 """
 
+import gc
 import json
 import os
 import struct
+import time
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
@@ -18,12 +20,22 @@ UPGRADE = (
 )
 
 
+CLEAR_EVERY = 1000
+"""Transports are read and cleared every this many frames, so that the
+in-memory buffers stay small."""
+
+
 def client_frame(text):
-    """A masked text frame, as a client sends it."""
+    """
+    A masked text frame, as a client sends it (masked with integer
+    arithmetic: building the frames stays small next to the server's work
+    in an instruction count).
+    """
     payload = text.encode("utf-8")
-    mask = os.urandom(4)
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
     length = len(payload)
+    mask = os.urandom(4)
+    key = (mask * (length // 4 + 1))[:length]
+    masked = (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(length, "big")
     if length < 126:
         header = struct.pack("!BB", 0x81, 0x80 | length)
     elif length < 65536:
@@ -69,3 +81,28 @@ def bench_options(**options):
         if name in DEFAULTS:
             options[name] = None
     return options
+
+
+def measure(protocol, transport, frames, others=()):
+    """
+    Feed C{frames} to C{protocol}, clearing C{transport} (its own output)
+    every L{CLEAR_EVERY} frames.
+
+    @param others: the transports of other connections written to meanwhile
+        (subscribers), read once at the end.
+    @return: (seconds, bytes written).
+    """
+    receive = protocol.dataReceived
+    written = 0
+    gc.collect()
+    start = time.perf_counter()
+    for index in range(0, len(frames), CLEAR_EVERY):
+        for frame in frames[index:index + CLEAR_EVERY]:
+            receive(frame)
+        written += len(transport.value())
+        transport.clear()
+    elapsed = time.perf_counter() - start
+    for other in others:
+        written += len(other.value())
+        other.clear()
+    return elapsed, written

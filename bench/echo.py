@@ -31,13 +31,11 @@ Figures are reported as a ratio: the machines are shared and noisy.
 """
 
 import argparse
-import gc
 import json
 import os
 import statistics
 import struct
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -47,13 +45,10 @@ import scserver  # noqa: E402
 from scserver import SCServer  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _wire import bench_options, client_frame, handshaken  # noqa: E402
+from _wire import bench_options, client_frame, handshaken, measure  # noqa: E402
 
 DATA = {"user": "bench", "text": "hello world", "n": 0}
 
-# Frames are written out to the transport and cleared every this many
-# frames, so that the in-memory buffer stays small.
-CLEAR_EVERY = 1000
 
 
 def server_messages(raw):
@@ -110,21 +105,6 @@ def check(transport, messages):
     for n, reply in enumerate(replies):
         assert reply == {"rid": n + 2, "data": dict(DATA, n=n)}, reply
     transport.clear()
-
-
-def measure(protocol, transport, frames):
-    """Feed C{frames}; return (seconds, bytes written)."""
-    receive = protocol.dataReceived
-    written = 0
-    gc.collect()
-    start = time.perf_counter()
-    for index in range(0, len(frames), CLEAR_EVERY):
-        for frame in frames[index:index + CLEAR_EVERY]:
-            receive(frame)
-        written += len(transport.value())
-        transport.clear()
-    elapsed = time.perf_counter() - start
-    return elapsed, written
 
 
 def run_path(protocol, transport, messages, batch, repeat):

@@ -22,13 +22,10 @@ Figures are reported as a ratio: the machines are shared and noisy.
 """
 
 import argparse
-import gc
 import json
 import os
 import statistics
-import struct
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -38,13 +35,11 @@ import scserver  # noqa: E402
 from scserver import SCServer  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _wire import bench_options, client_frame, handshaken  # noqa: E402
+from _wire import bench_options, client_frame, handshaken, measure  # noqa: E402
 from echo import server_messages  # noqa: E402
 
 DATA = {"user": "bench", "text": "x" * 100, "n": 0}
 
-# Transports are emptied every this many frames.
-CLEAR_EVERY = 1000
 
 
 def channel_name(n):
@@ -62,26 +57,6 @@ def subscriber(server, n):
     return transport
 
 
-def masked_frame(text):
-    """
-    A masked text frame, as a client sends it (as C{_wire.client_frame},
-    masked with integer arithmetic: building the frames stays small next to
-    the server's work in an instruction count).
-    """
-    payload = text.encode("utf-8")
-    length = len(payload)
-    mask = os.urandom(4)
-    key = (mask * (length // 4 + 1))[:length]
-    masked = (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(length, "big")
-    if length < 126:
-        header = struct.pack("!BB", 0x81, 0x80 | length)
-    elif length < 65536:
-        header = struct.pack("!BBH", 0x81, 0x80 | 126, length)
-    else:
-        header = struct.pack("!BBQ", 0x81, 0x80 | 127, length)
-    return header + mask + masked
-
-
 def build_frames(channels, publications, first_cid):
     """C{publications} C{#publish} frames, cids from C{first_cid}."""
     frames = []
@@ -89,7 +64,7 @@ def build_frames(channels, publications, first_cid):
         packet = {"event": "#publish",
                   "data": {"channel": channel_name(n % channels), "data": dict(DATA, n=n)},
                   "cid": first_cid + n}
-        frames.append(masked_frame(json.dumps(packet, separators=(",", ":"))))
+        frames.append(client_frame(json.dumps(packet, separators=(",", ":"))))
     return frames
 
 
@@ -106,24 +81,6 @@ def check(publisher, subscribers, publications, first_cid):
         assert got == want, (index, got[:2], want[:2])
         transport.clear()
     publisher.clear()
-
-
-def measure(protocol, publisher, subscribers, frames):
-    """Feed C{frames}; return (seconds, bytes written)."""
-    receive = protocol.dataReceived
-    written = 0
-    gc.collect()
-    start = time.perf_counter()
-    for index in range(0, len(frames), CLEAR_EVERY):
-        for frame in frames[index:index + CLEAR_EVERY]:
-            receive(frame)
-        written += len(publisher.value())
-        publisher.clear()
-    elapsed = time.perf_counter() - start
-    for transport in subscribers:
-        written += len(transport.value())
-        transport.clear()
-    return elapsed, written
 
 
 def main():
@@ -150,7 +107,7 @@ def main():
     check(publisher, subscribers, warmup, 2)
 
     frames = build_frames(args.channels, args.publications, 2 + warmup)
-    results = [measure(protocol, publisher, subscribers, frames) for _ in range(args.repeat)]
+    results = [measure(protocol, publisher, frames, subscribers) for _ in range(args.repeat)]
     times = [t for t, _ in results]
     sizes = {b for _, b in results}
     assert len(sizes) == 1, "the repeats wrote different byte counts"

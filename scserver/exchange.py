@@ -585,9 +585,7 @@ class Exchange(EventEmitter):
                                       shared=not self._per_recipient())
             for socket in list(sockets):
                 socket.deliver(publication)
-        server_channel = self._channels.get(channel)
-        if server_channel is not None and server_channel.state == SCChannel.SUBSCRIBED:
-            server_channel._deliver(data)
+        self._watchers_deliver(channel, data)
 
     def deliver_positioned(self, channel: str, data: Any, offset: int, epoch: str) -> None:
         """
@@ -602,6 +600,10 @@ class Exchange(EventEmitter):
             publication = Publication(channel, data, self._prepare, self._warn,
                                       shared=not self._per_recipient())
             self.history_store.fan_out(channel, list(sockets), publication, offset, epoch)
+        self._watchers_deliver(channel, data)
+
+    def _watchers_deliver(self, channel: str, data: Any) -> None:
+        """Hand C{data} to the watchers of the server-side C{channel}, if subscribed."""
         server_channel = self._channels.get(channel)
         if server_channel is not None and server_channel.state == SCChannel.SUBSCRIBED:
             server_channel._deliver(data)

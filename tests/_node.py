@@ -113,27 +113,8 @@ def run_node(scenario, version, url, params=None, reactor=None, timeout=30, chec
     params.setdefault("timeout", max(1, timeout - 5))
     argv = [node, RUN_JS, scenario, str(version), url, json.dumps(params)]
 
-    ended = defer.Deferred()
-    collector = _Collector(ended)
-    env = dict(os.environ)
-    transport = reactor.spawnProcess(collector, node, argv, env=env, path=INTEROP_DIR)
-
-    timed_out = []
-
-    def kill():
-        timed_out.append(True)
-        try:
-            transport.signalProcess("KILL")
-        except error.ProcessExitedAlready:
-            pass
-
-    killer = reactor.callLater(timeout, kill)
-
-    def finished(reason):
-        if killer.active():
-            killer.cancel()
-        stdout = b"".join(collector.out).decode("utf-8", "replace")
-        stderr = b"".join(collector.err).decode("utf-8", "replace")
+    def finished(outcome):
+        reason, stdout, stderr, timed_out = outcome
         where = "node run.js %s %s %s" % (scenario, version, url)
         if timed_out:
             raise NodeScenarioError(
@@ -164,8 +145,43 @@ def run_node(scenario, version, url, params=None, reactor=None, timeout=30, chec
             )
         return result
 
-    ended.addCallback(finished)
-    return ended
+    return spawn_node(argv, INTEROP_DIR, timeout, reactor).addCallback(finished)
+
+
+def spawn_node(argv, path, timeout, reactor, env=None):
+    """
+    Run C{argv} (a node command line) in C{path}, killed after C{timeout}
+    seconds.
+
+    @param env: the environment (C{os.environ} when C{None}).
+    @return: a Deferred firing with C{(reason, stdout, stderr, timed_out)}:
+        why the process ended, its output as text, and whether it was
+        killed.
+    """
+    ended = defer.Deferred()
+    collector = _Collector(ended)
+    transport = reactor.spawnProcess(collector, argv[0], argv,
+                                     env=dict(os.environ) if env is None else env, path=path)
+    timed_out = []
+
+    def kill():
+        timed_out.append(True)
+        try:
+            transport.signalProcess("KILL")
+        except error.ProcessExitedAlready:
+            pass
+
+    killer = reactor.callLater(timeout, kill)
+
+    def finished(reason):
+        if killer.active():
+            killer.cancel()
+        return (reason,
+                b"".join(collector.out).decode("utf-8", "replace"),
+                b"".join(collector.err).decode("utf-8", "replace"),
+                bool(timed_out))
+
+    return ended.addCallback(finished)
 
 
 class InteropMixin:

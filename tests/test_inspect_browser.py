@@ -17,12 +17,12 @@ import json
 import os
 import shutil
 
-from twisted.internet import defer, error, protocol
+from twisted.internet import defer
 from twisted.trial.unittest import SkipTest, TestCase
 
 from scserver import SCServer
 
-from tests._node import INTEROP_DIR, check_node
+from tests._node import INTEROP_DIR, check_node, spawn_node
 
 BROWSER_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "browser")
 INSPECT_JS = os.path.join(BROWSER_DIR, "inspect.js")
@@ -37,22 +37,6 @@ def chromium_path():
     return path if os.path.isfile(path) and os.access(path, os.X_OK) else None
 
 
-class _Collector(protocol.ProcessProtocol):
-    def __init__(self, ended):
-        self.ended = ended
-        self.out = []
-        self.err = []
-
-    def outReceived(self, data):
-        self.out.append(data)
-
-    def errReceived(self, data):
-        self.err.append(data)
-
-    def processEnded(self, reason):
-        self.ended.callback(None)
-
-
 def run_inspect_js(reactor, params):
     """
     Run C{inspect.js} with C{params}; a Deferred firing with its one-line
@@ -64,26 +48,11 @@ def run_inspect_js(reactor, params):
         raise AssertionError(
             "playwright-core is missing from tests/browser/node_modules: run"
             " `npm ci --prefix tests/browser` (scripts/test.sh does)")
-    ended = defer.Deferred()
-    collector = _Collector(ended)
     env = dict(os.environ)
     env["SCSERVER_CHROMIUM"] = chromium_path()
-    transport = reactor.spawnProcess(
-        collector, node, [node, INSPECT_JS, json.dumps(params)], env=env, path=BROWSER_DIR)
 
-    def kill():
-        try:
-            transport.signalProcess("KILL")
-        except error.ProcessExitedAlready:
-            pass
-
-    killer = reactor.callLater(TIMEOUT, kill)
-
-    def done(_):
-        if killer.active():
-            killer.cancel()
-        stdout = b"".join(collector.out).decode("utf-8", "replace")
-        stderr = b"".join(collector.err).decode("utf-8", "replace")
+    def done(outcome):
+        _, stdout, stderr, _ = outcome
         lines = [line for line in stdout.splitlines() if line.strip()]
         try:
             result = json.loads(lines[-1])
@@ -93,7 +62,8 @@ def run_inspect_js(reactor, params):
         result["stderr"] = stderr
         return result
 
-    return ended.addCallback(done)
+    return spawn_node([node, INSPECT_JS, json.dumps(params)], BROWSER_DIR, TIMEOUT, reactor,
+                      env).addCallback(done)
 
 
 class BrowserTests(TestCase):
