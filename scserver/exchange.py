@@ -324,9 +324,13 @@ class Exchange(EventEmitter):
             invalid channel, a broker that raised or failed).  A channel
             with history always gets the history store's Deferred.
         """
-        if type(channel) is not str or (
-                self.history_store.specs and self.history_store.spec(channel) is not None):
+        if type(channel) is not str:
             return self.publish(channel, data)
+        if self.history_store.specs:
+            # A channel with history: the history store publishes (once).
+            spec = self.history_store.spec(channel)
+            if spec is not None:
+                return self.history_store.publish(channel, data, spec)
         try:
             result = self.broker.publish(channel, data)
         except BaseException:
